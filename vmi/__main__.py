@@ -1,0 +1,3 @@
+from vmi.cli import main
+
+main()

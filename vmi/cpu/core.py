@@ -1,0 +1,253 @@
+"""The processor: register file, memory access, the decode-once cache and the run loop.
+
+``CPU`` knows nothing of hypervisors. Exceptions it cannot deliver itself go
+to ``cpu.platform`` (the seam of the system model); a CPU without a platform
+lets a ``CPUException`` propagate to its caller with EIP on the faulting
+instruction (after it, for traps such as ``int``), which is what tests of a
+flat CPU want.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vmi.cpu import flags as fl
+from vmi.cpu.decoder import decode
+from vmi.cpu.errors import CPUException, DecodeError
+from vmi.cpu.memory import Memory
+from vmi.cpu.operands import GPR8, GPR16, GPR32, SEGMENTS, Instruction
+
+M32 = 0xFFFFFFFF
+
+# Flat selectors for the convenience constructor (the 2.6.16 GDT layout:
+# __KERNEL_CS 0x60, __KERNEL_DS 0x68, __USER_CS 0x73, __USER_DS 0x7b).
+FLAT_SELECTORS = {0: (0x60, 0x68), 3: (0x73, 0x7B)}
+
+
+class Halted(Exception):
+    """Raised by ``hlt`` to leave the run loop; ``cpu.halted`` stays set until an event."""
+
+
+class CPU:
+    """One i386 processor attached to a physical ``Memory``.
+
+    Registers: ``cpu.r`` holds EAX..EDI as Python ints (the hot path);
+    ``cpu.regs`` reads and writes them, and every other register, by name.
+
+    Decoded instructions are cached per EIP as compiled closures. The cache is
+    valid for one code context: whoever changes ``code_bits``, ``stack_bits``,
+    the CS base or the paging mode must call ``cpu.icache.clear()`` (writes to
+    memory holding cached code clear it by themselves).
+    """
+
+    __slots__ = (
+        "r", "eip", "flags", "lf", "sreg", "seg_base", "seg_limit", "cr", "cpl",
+        "code_bits", "stack_bits", "mem", "icache", "cycles", "instructions", "halted", "msr",
+        "platform", "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
+        "__weakref__",
+    )
+
+    def __init__(self, memory: Memory, *, index: int = 0) -> None:
+        self.mem = memory
+        self.index = index
+        self.r = [0] * 8
+        self.eip = 0
+        self.flags = fl.FIXED_ONE  # non-arithmetic EFLAGS bits
+        self.lf: tuple[int, int, int, int, int] = fl.CLEAN
+        self.sreg = [0] * 6
+        self.seg_base = [0] * 6
+        self.seg_limit = [M32] * 6
+        self.cr = [0] * 5
+        self.cpl = 0
+        self.code_bits = 32  # CS.D: default operand/address size of code
+        self.stack_bits = 32  # SS.B: ESP or SP addresses the stack
+        self.icache: dict[int, tuple[Callable[[CPU], None], int, int]] = {}
+        self.cycles = 0
+        self.instructions = 0
+        self.halted = False
+        self.msr: dict[int, int] = {}
+        self.platform: Any = None
+        self.regs = Registers(self)
+        memory.code_listeners.append(self.icache.clear)
+        self._use_flat_memory()
+
+    @classmethod
+    def flat(cls, memory: Memory | None = None, *, cpl: int = 0,
+             memory_size: int = 16 << 20) -> CPU:
+        """A CPU in flat 32-bit protected mode: every segment base 0, limit 4 GiB,
+        paging off, CPL ``cpl`` (0 or 3), EFLAGS 0x2. No descriptor tables exist,
+        so exceptions propagate to the caller as ``CPUException``.
+        """
+        if cpl not in FLAT_SELECTORS:
+            raise ValueError(f"flat CPU runs at CPL 0 or 3, not {cpl}")
+        cpu = cls(memory if memory is not None else Memory(memory_size))
+        code, data = FLAT_SELECTORS[cpl]
+        cpu.sreg[:] = [data, code, data, data, data, data]
+        cpu.cpl = cpl
+        cpu.cr[0] = 0x11  # PE | ET
+        return cpu
+
+    # -- memory access (flat: linear = physical, no checks) ---------------------
+    def _use_flat_memory(self) -> None:
+        mem = self.mem
+        r8, r16, r32 = mem.read8, mem.read16, mem.read32
+        w8, w16, w32 = mem.write8, mem.write16, mem.write32
+        self.rd8 = lambda seg, off: r8(off)
+        self.rd16 = lambda seg, off: r16(off)
+        self.rd32 = lambda seg, off: r32(off)
+        self.wr8 = lambda seg, off, v: w8(off, v)
+        self.wr16 = lambda seg, off, v: w16(off, v)
+        self.wr32 = lambda seg, off, v: w32(off, v)
+
+    def linear_to_physical(self, linear: int, *, write: bool = False) -> int:
+        """Translate a linear address (identity while paging is off)."""
+        return linear & M32
+
+    # -- EFLAGS ---------------------------------------------------------------
+    @property
+    def eflags(self) -> int:
+        return (self.flags & ~fl.ARITH) | fl.arith_flags(self.lf) | fl.FIXED_ONE
+
+    @eflags.setter
+    def eflags(self, value: int) -> None:
+        value &= fl.IMPLEMENTED
+        self.flags = (value & ~fl.ARITH) | fl.FIXED_ONE
+        self.lf = (fl.EXPLICIT, 32, value & fl.ARITH, 0, 0)
+
+    # -- decoding ---------------------------------------------------------------
+    def fetch(self, eip: int | None = None) -> Instruction:
+        """Decode the instruction at ``eip`` (default: the current EIP)."""
+        eip = self.eip if eip is None else eip
+        linear = (self.seg_base[1] + eip) & M32
+        physical = self.linear_to_physical(linear)
+        return decode(self.mem.read_bytes(physical, 15), eip, bits=self.code_bits)
+
+    def _compile_at(self, eip: int) -> tuple[Callable[[CPU], None], int, int]:
+        from vmi.cpu.ops import compile_instruction, raise_invalid
+
+        try:
+            insn = self.fetch(eip)
+        except DecodeError as error:
+            entry = (raise_invalid(str(error)), eip, 1)
+        else:
+            execute, cycles = compile_instruction(insn, self)
+            entry = (execute, insn.next_address & self._ip_mask(), cycles)
+            linear = (self.seg_base[1] + eip) & M32
+            self.mem.mark_code(self.linear_to_physical(linear), insn.length)
+        self.icache[eip] = entry
+        return entry
+
+    def _ip_mask(self) -> int:
+        return M32 if self.code_bits == 32 else 0xFFFF
+
+    # -- execution --------------------------------------------------------------
+    def step(self) -> None:
+        """Retire one instruction (or raise the exception it causes)."""
+        self.run(1)
+
+    def run(self, max_steps: int) -> int:
+        """Execute up to ``max_steps`` instructions; stop early on ``hlt``.
+
+        Returns the number of instructions retired. A fault leaves EIP on the
+        faulting instruction and goes to the platform, or propagates as a
+        ``CPUException`` when there is none.
+        """
+        if self.halted:
+            return 0
+        cache = self.icache
+        done = 0
+        eip = self.eip
+        try:
+            while done < max_steps:
+                eip = self.eip
+                entry = cache.get(eip)
+                if entry is None:
+                    entry = self._compile_at(eip)
+                execute, self.eip, cycles = entry
+                execute(self)
+                self.cycles += cycles
+                done += 1
+        except Halted:
+            done += 1
+        except CPUException as exc:
+            if not getattr(exc, "trap", False):
+                self.eip = eip
+            else:
+                done += 1
+            self.instructions += done
+            if self.platform is None:
+                raise
+            self.platform.deliver_exception(self, exc)
+            return done
+        self.instructions += done
+        return done
+
+    def __repr__(self) -> str:
+        names = " ".join(f"{n}={v:08x}" for n, v in zip(GPR32, self.r, strict=True))
+        return f"<CPU{self.index} eip={self.eip:08x} eflags={self.eflags:08x} {names}>"
+
+
+class Registers:
+    """Name-based access to a CPU's registers: ``regs.eax``, ``regs.al = 1``, ``regs.cs``.
+
+    Segment selectors are plain values here; loading one with the checks and
+    descriptor caches of protected mode is the system model's job.
+    """
+
+    __slots__ = ("_cpu",)
+
+    def __init__(self, cpu: CPU) -> None:
+        object.__setattr__(self, "_cpu", cpu)
+
+    def __getattr__(self, name: str) -> int:
+        cpu = self._cpu
+        if name in _GPR32:
+            return cpu.r[_GPR32[name]]
+        if name in _GPR16:
+            return cpu.r[_GPR16[name]] & 0xFFFF
+        if name in _GPR8:
+            i = _GPR8[name]
+            return (cpu.r[i & 3] >> (8 if i & 4 else 0)) & 0xFF
+        if name in _SEG:
+            return cpu.sreg[_SEG[name]]
+        if name in ("eip", "eflags"):
+            return getattr(cpu, name)
+        if name.startswith("cr") and name[2:].isdigit() and int(name[2:]) < len(cpu.cr):
+            return cpu.cr[int(name[2:])]
+        raise AttributeError(f"no register named {name!r}")
+
+    def __setattr__(self, name: str, value: int) -> None:
+        cpu = self._cpu
+        if name in _GPR32:
+            cpu.r[_GPR32[name]] = value & M32
+        elif name in _GPR16:
+            i = _GPR16[name]
+            cpu.r[i] = (cpu.r[i] & 0xFFFF0000) | (value & 0xFFFF)
+        elif name in _GPR8:
+            i = _GPR8[name]
+            shift = 8 if i & 4 else 0
+            cpu.r[i & 3] = (cpu.r[i & 3] & ~(0xFF << shift) & M32) | ((value & 0xFF) << shift)
+        elif name in _SEG:
+            cpu.sreg[_SEG[name]] = value & 0xFFFF
+        elif name == "eip":
+            cpu.eip = value & M32
+        elif name == "eflags":
+            cpu.eflags = value
+        elif name.startswith("cr") and name[2:].isdigit() and int(name[2:]) < len(cpu.cr):
+            cpu.cr[int(name[2:])] = value & M32
+        else:
+            raise AttributeError(f"no register named {name!r}")
+
+    def as_dict(self) -> dict[str, int]:
+        """The general registers, EIP and EFLAGS (what tests compare)."""
+        values = {name: getattr(self, name) for name in GPR32}
+        values["eip"] = self._cpu.eip
+        values["eflags"] = self._cpu.eflags
+        return values
+
+
+_GPR32 = {n: i for i, n in enumerate(GPR32)}
+_GPR16 = {n: i for i, n in enumerate(GPR16)}
+_GPR8 = {n: i for i, n in enumerate(GPR8)}
+_SEG = {n: i for i, n in enumerate(SEGMENTS)}

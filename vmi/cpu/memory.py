@@ -1,0 +1,128 @@
+"""Physical memory: numpy owns the bytes, the hot path goes through memoryview + struct.
+
+NumPy scalars never reach the interpreter (NEP 50 makes them raise when mixed
+with Python ints), so every read returns a Python ``int``.
+
+Physical addresses past the end of RAM behave as an empty bus: reads return
+all ones, writes are dropped (as on a PC with nothing decoding the address).
+
+Pages that hold decoded code are marked; a write to a marked page tells every
+listener (the CPUs' decoded-instruction caches) so self-modifying code and the
+VMI patcher are seen at once.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+import numpy as np
+
+PAGE_SHIFT = 12
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+
+
+class Memory:
+    """``size`` bytes of zeroed physical RAM."""
+
+    __slots__ = ("size", "array", "view", "code_pages", "code_listeners",
+                 "_u16", "_u32", "_p16", "_p32")
+
+    def __init__(self, size: int = 16 << 20) -> None:
+        if size <= 0 or size % (1 << PAGE_SHIFT):
+            raise ValueError(f"memory size must be a positive multiple of 4096, not {size}")
+        self.size = size
+        self.array = np.zeros(size, dtype=np.uint8)
+        self.view = memoryview(self.array)
+        # one flag per page (plus a guard page for accesses that run off the end)
+        self.code_pages = bytearray((size >> PAGE_SHIFT) + 2)
+        self.code_listeners: list[Callable[[], None]] = []
+        self._u16 = _U16.unpack_from
+        self._u32 = _U32.unpack_from
+        self._p16 = _U16.pack_into
+        self._p32 = _U32.pack_into
+
+    # -- reads -----------------------------------------------------------------
+    def read8(self, addr: int) -> int:
+        try:
+            return self.view[addr]
+        except IndexError:
+            return 0xFF
+
+    def read16(self, addr: int) -> int:
+        try:
+            return self._u16(self.view, addr)[0]
+        except struct.error:
+            return self.read8(addr) | self.read8((addr + 1) & 0xFFFFFFFF) << 8
+
+    def read32(self, addr: int) -> int:
+        try:
+            return self._u32(self.view, addr)[0]
+        except struct.error:
+            return self.read16(addr) | self.read16((addr + 2) & 0xFFFFFFFF) << 16
+
+    def read_bytes(self, addr: int, length: int) -> bytes:
+        if addr + length <= self.size:
+            return bytes(self.view[addr : addr + length])
+        return bytes(self.read8((addr + i) & 0xFFFFFFFF) for i in range(length))
+
+    # -- writes ----------------------------------------------------------------
+    def _touch(self, addr: int, last: int) -> None:
+        pages = self.code_pages
+        if addr < self.size and (pages[addr >> PAGE_SHIFT] or pages[last >> PAGE_SHIFT]):
+            self.invalidate_code()
+
+    def write8(self, addr: int, value: int) -> None:
+        if self.code_pages[addr >> PAGE_SHIFT] if addr < self.size else False:
+            self.invalidate_code()
+        try:
+            self.view[addr] = value
+        except IndexError:
+            pass
+
+    def write16(self, addr: int, value: int) -> None:
+        if addr < self.size:
+            pages = self.code_pages
+            if pages[addr >> PAGE_SHIFT] or pages[(addr + 1) >> PAGE_SHIFT]:
+                self.invalidate_code()
+        try:
+            self._p16(self.view, addr, value)
+        except struct.error:
+            self.write8(addr, value & 0xFF)
+            self.write8((addr + 1) & 0xFFFFFFFF, value >> 8)
+
+    def write32(self, addr: int, value: int) -> None:
+        if addr < self.size:
+            pages = self.code_pages
+            if pages[addr >> PAGE_SHIFT] or pages[(addr + 3) >> PAGE_SHIFT]:
+                self.invalidate_code()
+        try:
+            self._p32(self.view, addr, value)
+        except struct.error:
+            self.write16(addr, value & 0xFFFF)
+            self.write16((addr + 2) & 0xFFFFFFFF, value >> 16)
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        """Store ``data`` at ``addr`` (a loader's or debugger's write; code caches see it)."""
+        if not data:
+            return
+        self._touch(addr, min(addr + len(data) - 1, self.size - 1))
+        end = min(addr + len(data), self.size)
+        if addr < end:
+            self.view[addr:end] = data[: end - addr]
+
+    load = write_bytes
+
+    # -- decoded-code tracking -------------------------------------------------
+    def mark_code(self, addr: int, length: int) -> None:
+        """Note that bytes ``addr .. addr+length`` are held decoded by a CPU cache."""
+        if addr < self.size:
+            self.code_pages[addr >> PAGE_SHIFT] = 1
+            self.code_pages[min(addr + length - 1, self.size - 1) >> PAGE_SHIFT] = 1
+
+    def invalidate_code(self) -> None:
+        """A write hit decoded code: every cache forgets everything it decoded."""
+        self.code_pages[:] = bytes(len(self.code_pages))
+        for listener in self.code_listeners:
+            listener()
