@@ -44,7 +44,7 @@ class CPU:
     __slots__ = (
         "r", "eip", "flags", "lf", "sreg", "seg_base", "seg_limit", "cr", "cpl",
         "code_bits", "stack_bits", "mem", "icache", "cycles", "instructions", "halted", "msr",
-        "platform", "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
+        "platform", "io", "seg_attr", "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
         "__weakref__",
     )
 
@@ -67,10 +67,12 @@ class CPU:
         self.instructions = 0
         self.halted = False
         self.msr: dict[int, int] = {}
-        self.platform: Any = None
+        self.platform: Any = None  # delivers exceptions/interrupts (system model)
+        self.io: Any = None  # port bus: read(port, size) -> int, write(port, size, value)
+        self.seg_attr = [0] * 6  # descriptor attribute bits of each segment cache
         self.regs = Registers(self)
         memory.code_listeners.append(self.icache.clear)
-        self._use_flat_memory()
+        self.mode_changed()
 
     @classmethod
     def flat(cls, memory: Memory | None = None, *, cpl: int = 0,
@@ -88,17 +90,17 @@ class CPU:
         cpu.cr[0] = 0x11  # PE | ET
         return cpu
 
-    # -- memory access (flat: linear = physical, no checks) ---------------------
-    def _use_flat_memory(self) -> None:
-        mem = self.mem
-        r8, r16, r32 = mem.read8, mem.read16, mem.read32
-        w8, w16, w32 = mem.write8, mem.write16, mem.write32
-        self.rd8 = lambda seg, off: r8(off)
-        self.rd16 = lambda seg, off: r16(off)
-        self.rd32 = lambda seg, off: r32(off)
-        self.wr8 = lambda seg, off, v: w8(off, v)
-        self.wr16 = lambda seg, off, v: w16(off, v)
-        self.wr32 = lambda seg, off, v: w32(off, v)
+    # -- memory access ----------------------------------------------------------
+    def mode_changed(self) -> None:
+        """Re-derive everything cached from the mode: forget decoded code and pick
+        the memory accessors (``rd8``..``wr32``) that fit the segments and paging
+        now in force. Call after changing CR0, CR3, a segment cache, ``code_bits``
+        or ``stack_bits``.
+        """
+        from vmi.cpu.segmentation import install_accessors
+
+        self.icache.clear()
+        install_accessors(self)
 
     def linear_to_physical(self, linear: int, *, write: bool = False) -> int:
         """Translate a linear address (identity while paging is off)."""

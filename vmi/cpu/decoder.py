@@ -33,7 +33,9 @@ _FIXED_GPR = {
     "AX": (0, 2),
     "DX": (2, 2),
 }
-_V_GPR = {name: i for i, name in enumerate(("eAX", "eCX", "eDX", "eBX", "eSP", "eBP", "eSI", "eDI"))}
+_V_GPR = {
+    name: i for i, name in enumerate(("eAX", "eCX", "eDX", "eBX", "eSP", "eBP", "eSI", "eDI"))
+}
 _FIXED_SEG = {name: i for i, name in enumerate(("ES", "CS", "SS", "DS", "FS", "GS"))}
 # 16-bit ModRM r/m -> (base, index) register numbers (SDM Vol.2 Table 2-1).
 _RM16 = ((3, 6), (3, 7), (5, 6), (5, 7), (6, None), (7, None), (5, None), (3, None))

@@ -9,6 +9,8 @@ from __future__ import annotations
 from vmi.cpu.errors import InvalidOpcode
 
 
-def decode_x87(reader, opcode, address, prefixes, opsize, addrsize, override, read_memory, modrm_cls):
+def decode_x87(
+    reader, opcode, address, prefixes, opsize, addrsize, override, read_memory, modrm_cls
+):
     """Decode an x87 instruction whose first opcode byte is ``opcode`` (D8-DF)."""
     raise InvalidOpcode(address, f"x87 opcode {opcode:02x} not decoded yet")

@@ -5,10 +5,12 @@ factory takes a decoded ``Instruction`` and the CPU it is compiled for (whose
 code context, such as ``stack_bits``, it may bake in) and returns either a
 ``Template`` (source text plus constants, made with ``build``: the fast,
 preferred form, which a block compiler may also inline) or a plain
-``execute(cpu)`` callable (for semantics too intricate to template). Before ``execute`` runs, the run loop has already
-set ``cpu.eip`` to the next instruction; branches overwrite it. A fault is a
-``CPUException`` raised before any architectural state changed (the run loop
-puts EIP back on the instruction).
+``execute(cpu)`` callable (for semantics too intricate to template).
+
+Before ``execute`` runs, the run loop has already set ``cpu.eip`` to the
+next instruction; branches overwrite it. A fault is a ``CPUException``
+raised before any architectural state changed (the run loop puts EIP back
+on the instruction).
 """
 
 from __future__ import annotations
@@ -109,4 +111,16 @@ def build(body: str, *params: dict[str, Any], **extra: Any) -> Template:
 
 
 # Importing the family modules fills SEMANTICS.
-from vmi.cpu.ops import alu, control, move, stack  # noqa: E402,F401
+from vmi.cpu.ops import (  # noqa: E402,F401
+    alu,
+    bcd,
+    bits,
+    control,
+    far,
+    misc,
+    move,
+    muldiv,
+    shift,
+    stack,
+    string,
+)

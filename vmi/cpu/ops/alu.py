@@ -34,7 +34,8 @@ def binary(insn, cpu):
     else:
         record = f"cpu.lf = ({family}, {d.bits}, a, b, full)"
     result = "full" if family == "LOGIC" else f"full & {mask:#x}"
-    lines = ["r = cpu.r", "lf = cpu.lf" if "lf[" in expr else "", *d.setup, *s.setup, f"a = {d.read}", f"b = {s.read}", f"full = {expr}"]
+    lines = ["r = cpu.r", "lf = cpu.lf" if "lf[" in expr else "", *d.setup, *s.setup,
+             f"a = {d.read}", f"b = {s.read}", f"full = {expr}"]
     if writes:
         lines.append(d.write(result))
     lines.append(record)
