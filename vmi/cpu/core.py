@@ -44,7 +44,8 @@ class CPU:
     __slots__ = (
         "r", "eip", "flags", "lf", "sreg", "seg_base", "seg_limit", "cr", "cpl",
         "code_bits", "stack_bits", "mem", "icache", "cycles", "instructions", "halted", "msr",
-        "platform", "io", "seg_attr", "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
+        "platform", "io", "seg_attr", "shadow",
+        "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
         "__weakref__",
     )
 
@@ -70,6 +71,10 @@ class CPU:
         self.platform: Any = None  # delivers exceptions/interrupts (system model)
         self.io: Any = None  # port bus: read(port, size) -> int, write(port, size, value)
         self.seg_attr = [0] * 6  # descriptor attribute bits of each segment cache
+        # Interrupt shadow: set by STI (when IF was 0) and by MOV SS / POP SS; it
+        # blocks delivery at the next boundary only (SDM Vol.3A §6.8.1, §6.8.3).
+        # The machine clears it when the following instruction retires.
+        self.shadow = False
         self.regs = Registers(self)
         memory.code_listeners.append(self.icache.clear)
         self.mode_changed()
@@ -189,6 +194,40 @@ class CPU:
             return retired
         self.instructions += retired
         return retired
+
+    # -- snapshots ----------------------------------------------------------------
+    #: Everything architectural or counted that a snapshot must carry. Whoever adds
+    #: state to the CPU (descriptor-table registers, ...) adds its slot here.
+    SNAPSHOT_FIELDS = (
+        "r", "eip", "flags", "lf", "sreg", "seg_base", "seg_limit", "seg_attr", "cr", "cpl",
+        "code_bits", "stack_bits", "cycles", "instructions", "halted", "shadow", "msr",
+    )
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-able copy of the CPU's state (see ``SNAPSHOT_FIELDS``)."""
+        out: dict[str, Any] = {}
+        for name in self.SNAPSHOT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                value = {str(k): v for k, v in value.items()}
+            elif isinstance(value, list | tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Load a ``state()``; forgets decoded code and re-derives the mode."""
+        for name in self.SNAPSHOT_FIELDS:
+            value = state[name]
+            current = getattr(self, name)
+            if isinstance(current, dict):
+                value = {int(k): v for k, v in value.items()}
+            elif isinstance(current, tuple):
+                value = tuple(value)
+            elif isinstance(current, list):
+                value = list(value)
+            setattr(self, name, value)
+        self.mode_changed()
 
     def __repr__(self) -> str:
         names = " ".join(f"{n}={v:08x}" for n, v in zip(GPR32, self.r, strict=True))

@@ -1,0 +1,156 @@
+"""The machine: stepping, schedules, the timer, determinism and snapshots."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+
+from vmi.cpu.core import FLAT_SELECTORS
+from vmi.machine import Machine, MachineStopped, ScheduledInterrupt, SnapshotError
+
+# loop: inc %eax ; add %eax,%ebx ; dec %ecx ; jne loop ; then spin: jmp .
+LOOP = bytes.fromhex("4001c34975fa" + "ebfe")
+
+
+class RecordingPlatform:
+    """Takes interrupts by recording them (no frame): enough to test the machine."""
+
+    def __init__(self) -> None:
+        self.interrupts: list[tuple[int, int, int, int]] = []
+
+    def deliver_interrupt(self, cpu, vector):
+        self.interrupts.append((cpu.index, vector, cpu.eip, cpu.cycles))
+
+    def deliver_exception(self, cpu, exc):  # pragma: no cover - not reached here
+        raise AssertionError(f"unexpected {exc}")
+
+
+def flat_machine(cpus=1, **kwargs) -> Machine:
+    machine = Machine(cpus=cpus, memory_size=1 << 20, platform=RecordingPlatform(), **kwargs)
+    machine.memory.load(0x1000, LOOP)
+    for cpu in machine.cpus:
+        code, data = FLAT_SELECTORS[0]
+        cpu.sreg[:] = [data, code, data, data, data, data]
+        cpu.cr[0] = 0x11
+        cpu.eip = 0x1000
+        cpu.regs.ecx = 50
+        cpu.eflags = 0x202  # IF=1
+    return machine
+
+
+def test_step_retires_one_instruction_on_the_chosen_cpu():
+    machine = flat_machine(cpus=2, interleaving=[1, 1, 0])
+    kinds = [machine.step() for _ in range(3)]
+    assert kinds == [(1, "instruction", 0x1000), (1, "instruction", 0x1001),
+                     (0, "instruction", 0x1000)]
+    assert machine.cpus[1].regs.eax == 1 and machine.cpus[0].regs.eax == 1
+
+
+def test_scheduled_interrupt_arrives_at_the_first_boundary_past_its_cycle():
+    machine = flat_machine(schedule=[(5, 0, 0x30)])
+    events = [machine.step() for _ in range(6)]
+    delivered = [e for e in events if e[1] == "interrupt"]
+    assert delivered == [(0, "interrupt", 0x30)]
+    ((cpu, vector, eip, cycles),) = machine.platform.interrupts
+    assert vector == 0x30 and cycles >= 5
+    # before it, every boundary had fewer than 5 cycles
+    assert machine.pic.delivered[0] == 1 and machine.pic.raised[0] == 1
+
+
+def test_interrupt_waits_while_if_is_clear_and_for_the_shadow():
+    """SDM Vol.3A §6.8.1: maskable interrupts need IF=1 and no STI/MOV SS shadow."""
+    machine = flat_machine(schedule=[(0, 0, 0x31)])
+    cpu = machine.cpus[0]
+    cpu.eflags = 0x2
+    assert machine.step()[1] == "instruction"
+    cpu.eflags = 0x202
+    cpu.shadow = True
+    assert machine.step()[1] == "instruction"  # shadow holds it off one boundary
+    assert machine.step() == (0, "interrupt", 0x31)
+
+
+def test_timer_ticks_every_period_on_every_cpu():
+    machine = flat_machine(cpus=2)
+    machine.ports.write(0x43, 1, 0x34)
+    machine.ports.write(0x40, 1, 10)  # divisor 10
+    machine.ports.write(0x40, 1, 0)
+    period = 10 * machine.timer.cycles_per_tick
+    machine.run(2000)
+    for index in range(2):
+        cycles = machine.cpus[index].cycles
+        assert machine.timer.ticks[index] == pytest.approx(cycles / period, abs=2)
+        assert machine.timer.ticks[index] >= 3
+
+
+def test_same_schedule_same_trace_one_and_two_cpus():
+    for cpus in (1, 2):
+        digests = []
+        for _ in range(2):
+            machine = flat_machine(cpus=cpus, schedule=[(7, 0, 0x30), (40, cpus - 1, 0x31)])
+            machine.start_trace()
+            machine.run(400)
+            digests.append(machine.trace_digest())
+        assert digests[0] == digests[1]
+    other = flat_machine(cpus=2, schedule=[(8, 0, 0x30), (40, 1, 0x31)])
+    other.start_trace()
+    other.run(400)
+    assert other.trace_digest() != digests[0]
+
+
+def test_snapshot_restore_replays_identically():
+    machine = flat_machine(cpus=2, schedule=[(30, 1, 0x40)])
+    machine.run(20)
+    snap = machine.snapshot()
+    machine.start_trace()
+    machine.run(100)
+    first = machine.trace_digest()
+    registers = [cpu.regs.as_dict() for cpu in machine.cpus]
+    machine.restore(snap)
+    machine.start_trace()
+    machine.run(100)
+    assert machine.trace_digest() == first
+    assert [cpu.regs.as_dict() for cpu in machine.cpus] == registers
+
+
+def test_snapshot_file_round_trip(tmp_path):
+    machine = flat_machine(schedule=[(300, 0, 0x40)])
+    machine.run(37)
+    path = tmp_path / "m.vmisnap"
+    machine.save(path)
+    expected = machine.cpus[0].regs.as_dict()
+    machine.run(50)
+    machine.load(path)
+    assert machine.cpus[0].regs.as_dict() == expected
+    assert machine.steps == 37 and machine.schedule == [ScheduledInterrupt(300, 0, 0x40)]
+
+
+def test_corrupt_and_foreign_snapshots_are_refused(tmp_path):
+    machine = flat_machine()
+    garbage = tmp_path / "garbage.vmisnap"
+    garbage.write_bytes(b"not a zip at all")
+    with pytest.raises(SnapshotError, match="not a vmi snapshot"):
+        machine.load(garbage)
+    foreign = tmp_path / "foreign.vmisnap"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("meta.json", '{"format": "other", "version": 1}')
+        archive.writestr("memory.bin", b"")
+    with pytest.raises(SnapshotError, match="format 'other'"):
+        machine.load(foreign)
+    good = tmp_path / "good.vmisnap"
+    machine.save(good)
+    truncated = tmp_path / "truncated.vmisnap"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(SnapshotError):
+        machine.load(truncated)
+    with pytest.raises(SnapshotError, match="no such file"):
+        machine.load(tmp_path / "missing.vmisnap")
+
+
+def test_fault_without_platform_stops_the_machine_with_a_reason():
+    machine = Machine(memory_size=1 << 20)
+    machine.memory.load(0, bytes.fromhex("0f0b"))  # ud2
+    cpu = machine.cpus[0]
+    cpu.cr[0] = 0x11
+    with pytest.raises(MachineStopped, match="#UD"):
+        machine.step()

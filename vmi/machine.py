@@ -1,0 +1,286 @@
+"""``Machine``: CPUs sharing one memory, the devices, a platform, and the step.
+
+``step()`` advances one instruction boundary on one CPU, chosen by the
+interleaving: it delivers a pending, deliverable external interrupt (IF set,
+no interrupt shadow), or retires one instruction, or (for a halted CPU with
+nothing to take) lets its clock run to its next event. Devices are driven by
+each CPU's cycle counter. Interrupt schedules are data, ``(cycle, cpu,
+vector)``: the vector is raised on that CPU at the first boundary at which its
+cycle counter has reached ``cycle``. The same image, interleaving and
+schedule give the same trace, bit for bit (``trace_digest``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from attrs import frozen
+
+from vmi.cpu import CPU, CPUException, Memory
+from vmi.devices import Console, InterruptController, IntervalTimer, PortBus
+
+SNAPSHOT_FORMAT = "vmi-snapshot"
+SNAPSHOT_VERSION = 1
+
+
+@frozen(order=True)
+class ScheduledInterrupt:
+    """Raise ``vector`` on CPU ``cpu`` once its cycle counter reaches ``cycle``."""
+
+    cycle: int
+    cpu: int
+    vector: int
+
+
+class SnapshotError(Exception):
+    """A snapshot file that is not one, is damaged, or is of another format version."""
+
+
+class MachineStopped(Exception):
+    """The machine cannot go on (every CPU halted with nothing that could wake it,
+    or a fault no platform could deliver); ``reason`` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Machine:
+    """One or more CPUs over one physical memory, with timer, interrupt
+    controller and console on the port bus.
+
+    ``platform`` delivers exceptions and interrupts (``deliver_exception(cpu,
+    exc)``, ``deliver_interrupt(cpu, vector)``): the native platform does what
+    the hardware does; the VMI monitor is another platform. ``interleaving`` is
+    a sequence of CPU indices used cyclically (default round-robin).
+    """
+
+    def __init__(
+        self,
+        *,
+        cpus: int = 1,
+        memory_size: int = 16 << 20,
+        platform: Any = None,
+        interleaving: Sequence[int] | None = None,
+        schedule: Iterable[ScheduledInterrupt | tuple[int, int, int]] = (),
+    ) -> None:
+        if cpus < 1:
+            raise ValueError("a machine needs at least one CPU")
+        self.memory = Memory(memory_size)
+        self.cpus = [CPU(self.memory, index=i) for i in range(cpus)]
+        self.ports = PortBus()
+        self.pic = InterruptController(cpus)
+        self.timer = IntervalTimer(cpus)
+        self.console = Console()
+        self.ports.attach(self.pic, 0x20, 0x21)
+        self.ports.attach(self.timer, 0x40, 0x43)
+        self.ports.attach(self.console, 0xE9)
+        self.platform = platform
+        for cpu in self.cpus:
+            cpu.io = self.ports
+            cpu.platform = platform
+        self.set_interleaving(interleaving)
+        self.schedule: list[ScheduledInterrupt] = []
+        self.add_schedule(schedule)
+        self.steps = 0
+        self._trace: Any = None
+
+    # -- configuration ------------------------------------------------------
+    def set_interleaving(self, interleaving: Sequence[int] | None) -> None:
+        order = list(range(len(self.cpus))) if not interleaving else list(interleaving)
+        for index in order:
+            if not 0 <= index < len(self.cpus):
+                raise ValueError(f"interleaving names CPU {index}; the machine has "
+                                 f"{len(self.cpus)}")
+        self.interleaving = order
+        self._turn = 0
+
+    def add_schedule(self, events: Iterable[ScheduledInterrupt | tuple[int, int, int]]) -> None:
+        for event in events:
+            if not isinstance(event, ScheduledInterrupt):
+                event = ScheduledInterrupt(*event)
+            if not 0 <= event.cpu < len(self.cpus) or not 0 <= event.vector <= 255:
+                raise ValueError(f"bad scheduled interrupt {event}")
+            self.schedule.append(event)
+        self.schedule.sort()
+
+    def start_trace(self) -> None:
+        """Hash every step from now on (see ``trace_digest``)."""
+        self._trace = hashlib.sha256()
+
+    def trace_digest(self) -> str:
+        if self._trace is None:
+            raise RuntimeError("start_trace() was not called")
+        return self._trace.hexdigest()
+
+    # -- stepping -------------------------------------------------------------
+    def _raise_due(self, cpu: CPU) -> None:
+        index = cpu.index
+        if self.timer.due(index, cpu.cycles):
+            self.pic.raise_irq(0, index)
+        schedule = self.schedule
+        i = 0
+        while i < len(schedule):
+            event = schedule[i]
+            if event.cpu == index and event.cycle <= cpu.cycles:
+                self.pic.raise_vector(index, event.vector)
+                del schedule[i]
+            else:
+                i += 1
+
+    def _next_event_cycle(self, cpu: CPU) -> int | None:
+        """The next cycle at which something may raise an interrupt on ``cpu``."""
+        candidates = [e.cycle for e in self.schedule if e.cpu == cpu.index]
+        if self.timer.period:
+            deadline = self.timer.deadline[cpu.index]
+            candidates.append(deadline if deadline else cpu.cycles + self.timer.period)
+        return min(candidates) if candidates else None
+
+    def step(self) -> tuple[int, str, int]:
+        """Advance one boundary; returns ``(cpu, kind, value)``: kind is
+        ``"instruction"`` (value = EIP it ran), ``"interrupt"`` (value = vector),
+        ``"exception"`` (value = vector delivered) or ``"idle"`` (value = cycles)."""
+        cpu = self.cpus[self.interleaving[self._turn]]
+        self._turn = (self._turn + 1) % len(self.interleaving)
+        self._raise_due(cpu)
+        result = self._step_cpu(cpu)
+        self.steps += 1
+        if self._trace is not None:
+            self._trace.update(f"{result[0]}:{result[1]}:{result[2]:x}:{cpu.eip:x};".encode())
+        return result
+
+    def _step_cpu(self, cpu: CPU) -> tuple[int, str, int]:
+        index = cpu.index
+        vector = self.pic.next_vector(index)
+        if vector is not None and cpu.flags & 0x200 and not cpu.shadow:
+            self.pic.acknowledge(index, vector)
+            cpu.halted = False
+            self._deliver_interrupt(cpu, vector)
+            return index, "interrupt", vector
+        if cpu.halted:
+            wake = self._next_event_cycle(cpu)
+            if wake is None or not cpu.flags & 0x200:
+                return index, "idle", 0
+            spent = max(wake - cpu.cycles, 1)
+            cpu.cycles += spent
+            return index, "idle", spent
+        eip = cpu.eip
+        cpu.shadow = False
+        try:
+            cpu.run(1)
+        except CPUException as exc:
+            raise MachineStopped(f"cpu{index}: {exc} at eip={cpu.eip:#x} "
+                                 "(no platform delivers exceptions)") from None
+        return index, "instruction", eip
+
+    def _deliver_interrupt(self, cpu: CPU, vector: int) -> None:
+        if self.platform is None:
+            raise MachineStopped(f"cpu{cpu.index}: interrupt {vector:#x} with no platform")
+        self.platform.deliver_interrupt(cpu, vector)
+
+    def run(self, max_steps: int) -> int:
+        """Step up to ``max_steps`` times; stop early when every CPU is halted
+        and nothing can wake any of them. Returns the steps taken."""
+        for done in range(max_steps):
+            cpu_index, kind, value = self.step()
+            if kind == "idle" and value == 0 and self.all_stuck():
+                return done + 1
+        return max_steps
+
+    def all_stuck(self) -> bool:
+        """Every CPU halted with nothing pending that it could take or wait for."""
+        for cpu in self.cpus:
+            if not cpu.halted:
+                return False
+            if cpu.flags & 0x200 and (self.pic.pending[cpu.index]
+                                      or self._next_event_cycle(cpu) is not None):
+                return False
+        return True
+
+    # -- snapshots --------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The whole machine's state in memory (memory copied)."""
+        return {
+            "cpus": [cpu.state() for cpu in self.cpus],
+            "memory": self.memory.array.copy(),
+            "devices": {"pic": self.pic.state(), "timer": self.timer.state(),
+                        "console": self.console.state()},
+            "schedule": [[e.cycle, e.cpu, e.vector] for e in self.schedule],
+            "interleaving": list(self.interleaving),
+            "turn": self._turn,
+            "steps": self.steps,
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Return to a ``snapshot()``; code caches are invalidated."""
+        if len(snap["cpus"]) != len(self.cpus) or snap["memory"].size != self.memory.size:
+            raise SnapshotError("snapshot is of a machine with another shape "
+                                f"({len(snap['cpus'])} CPUs, {snap['memory'].size} bytes)")
+        self.memory.array[:] = snap["memory"]
+        self.memory.invalidate_code()
+        for cpu, state in zip(self.cpus, snap["cpus"], strict=True):
+            cpu.set_state(state)
+        self.pic.set_state(snap["devices"]["pic"])
+        self.timer.set_state(snap["devices"]["timer"])
+        self.console.set_state(snap["devices"]["console"])
+        self.schedule = [ScheduledInterrupt(*e) for e in snap["schedule"]]
+        self.interleaving = list(snap["interleaving"])
+        self._turn = snap["turn"]
+        self.steps = snap["steps"]
+
+    def save(self, path: str | Path) -> None:
+        """Write a snapshot file (a zip: ``meta.json`` + ``memory.bin``)."""
+        snap = self.snapshot()
+        memory = snap.pop("memory")
+        meta = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
+                "memory_size": int(memory.size), **snap}
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("meta.json", json.dumps(meta))
+            archive.writestr("memory.bin", memory.tobytes())
+
+    def load(self, path: str | Path) -> None:
+        """Restore a snapshot file; a corrupt or foreign file raises ``SnapshotError``."""
+        snap = read_snapshot(path)
+        before = self.snapshot()
+        try:
+            self.restore(snap)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            self.restore(before)  # leave the machine as it was
+            raise SnapshotError(f"{path}: damaged snapshot ({error!r})") from None
+
+
+def read_snapshot(path: str | Path) -> dict[str, Any]:
+    """Read and check a snapshot file written by ``Machine.save``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("meta.json"))
+            raw = archive.read("memory.bin")
+    except FileNotFoundError:
+        raise SnapshotError(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError, EOFError) as error:
+        raise SnapshotError(f"{path}: not a vmi snapshot ({error})") from None
+    except (zipfile.LargeZipFile, io.UnsupportedOperation, ValueError) as error:
+        raise SnapshotError(f"{path}: damaged snapshot ({error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != SNAPSHOT_FORMAT:
+        raise SnapshotError(f"{path}: not a vmi snapshot (format {meta.get('format')!r})"
+                            if isinstance(meta, dict) else f"{path}: not a vmi snapshot")
+    if meta.get("version") != SNAPSHOT_VERSION:
+        raise SnapshotError(f"{path}: snapshot format version {meta.get('version')}, "
+                            f"this vmi reads version {SNAPSHOT_VERSION}")
+    if len(raw) != meta.get("memory_size"):
+        raise SnapshotError(f"{path}: damaged snapshot (memory is {len(raw)} bytes, "
+                            f"header says {meta.get('memory_size')})")
+    try:
+        snap = {key: meta[key] for key in
+                ("cpus", "devices", "schedule", "interleaving", "turn", "steps")}
+    except KeyError as missing:
+        raise SnapshotError(f"{path}: damaged snapshot (no {missing})") from None
+    snap["memory"] = np.frombuffer(raw, dtype=np.uint8).copy()
+    return snap
