@@ -44,7 +44,7 @@ class CPU:
     __slots__ = (
         "r", "eip", "flags", "lf", "sreg", "seg_base", "seg_limit", "cr", "cpl",
         "code_bits", "stack_bits", "mem", "icache", "cycles", "instructions", "halted", "msr",
-        "platform", "io", "seg_attr", "shadow",
+        "platform", "io", "seg_attr", "shadow", "gdtr", "idtr", "ldtr", "tr", "dr", "tlb",
         "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
         "__weakref__",
     )
@@ -70,7 +70,15 @@ class CPU:
         self.msr: dict[int, int] = {}
         self.platform: Any = None  # delivers exceptions/interrupts (system model)
         self.io: Any = None  # port bus: read(port, size) -> int, write(port, size, value)
-        self.seg_attr = [0] * 6  # descriptor attribute bits of each segment cache
+        # Attribute bits of each segment cache: bits 8..23 of the descriptor's high
+        # dword shifted right by 8 (type 0-3, S 4, DPL 5-6, P 7, AVL 12, D/B 14, G 15).
+        self.seg_attr = [0] * 6
+        self.gdtr = [0, 0xFFFF]  # base, limit
+        self.idtr = [0, 0x3FF]  # base, limit (the real-mode IVT after reset)
+        self.ldtr = [0, 0, 0, 0]  # selector, base, limit, attributes
+        self.tr = [0, 0, 0, 0]  # selector, base, limit, attributes
+        self.dr = [0] * 8  # debug registers DR0-DR7
+        self.tlb: dict[int, int] = {}  # linear page -> physical page entry (paging)
         # Interrupt shadow: set by STI (when IF was 0) and by MOV SS / POP SS; it
         # blocks delivery at the next boundary only (SDM Vol.3A §6.8.1, §6.8.3).
         # The machine clears it when the following instruction retires.
@@ -201,6 +209,7 @@ class CPU:
     SNAPSHOT_FIELDS = (
         "r", "eip", "flags", "lf", "sreg", "seg_base", "seg_limit", "seg_attr", "cr", "cpl",
         "code_bits", "stack_bits", "cycles", "instructions", "halted", "shadow", "msr",
+        "gdtr", "idtr", "ldtr", "tr", "dr",
     )
 
     def state(self) -> dict[str, Any]:
