@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -30,7 +31,7 @@ def command(steps: int, as_json: bool) -> None:
         fault = f"{exc} at eip={cpu.eip:#x}"
     result = cpu.mem.read32(DEMO_RESULT)
     ok = cpu.halted and fault is None and result == DEMO_EXPECTED
-    summary = {
+    summary: dict[str, Any] = {
         "program": "demo: fibonacci(20)",
         "instructions": cpu.instructions,
         "cycles": cpu.cycles,

@@ -52,7 +52,7 @@ def closure(body: str, params: dict[str, Any] | None = None,
         maker.source = source  # type: ignore[attr-defined]
         _MAKERS[source] = maker
     execute = maker(*(params[name] for name in names))
-    execute.source = source  # type: ignore[attr-defined]
+    execute.source = source  # type: ignore[union-attr,attr-defined]
     return execute
 
 

@@ -251,6 +251,7 @@ class Registers:
     """
 
     __slots__ = ("_cpu",)
+    _cpu: CPU
 
     def __init__(self, cpu: CPU) -> None:
         object.__setattr__(self, "_cpu", cpu)

@@ -34,7 +34,7 @@ class Memory:
             raise ValueError(f"memory size must be a positive multiple of 4096, not {size}")
         self.size = size
         self.array = np.zeros(size, dtype=np.uint8)
-        self.view = memoryview(self.array)
+        self.view = memoryview(self.array)  # type: ignore[arg-type]
         # one flag per page (plus a guard page for accesses that run off the end)
         self.code_pages = bytearray((size >> PAGE_SHIFT) + 2)
         self.code_listeners: list[Callable[[], None]] = []
