@@ -4,7 +4,10 @@ NumPy scalars never reach the interpreter (NEP 50 makes them raise when mixed
 with Python ints), so every read returns a Python ``int``.
 
 Physical addresses past the end of RAM behave as an empty bus: reads return
-all ones, writes are dropped (as on a PC with nothing decoding the address).
+all ones, writes are dropped (as on a PC with nothing decoding the address),
+except the top 64 KiB below 4 GiB, which read the 64 KiB at 0xF0000 as a PC's
+BIOS ROM is aliased there: the reset vector 0xFFFFFFF0 executes what was
+loaded at 0xFFFF0.
 
 Pages that hold decoded code are marked; a write to a marked page tells every
 listener (the CPUs' decoded-instruction caches) so self-modifying code and the
@@ -19,6 +22,8 @@ from collections.abc import Callable
 import numpy as np
 
 PAGE_SHIFT = 12
+#: Start of the 64 KiB window below 4 GiB that aliases 0xF0000-0xFFFFF (reads only).
+RESET_ALIAS = 0xFFFF0000
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -48,6 +53,8 @@ class Memory:
         try:
             return self.view[addr]
         except IndexError:
+            if addr >= RESET_ALIAS and self.size >= 0x100000:
+                return self.view[addr - RESET_ALIAS + 0xF0000]
             return 0xFF
 
     def read16(self, addr: int) -> int:
