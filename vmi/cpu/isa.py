@@ -1,37 +1,58 @@
 """The i386 ISA table: the one table that drives decoding, disassembly, cycle costs
 and (later) the assembler.
 
-Each line of the tables below is ``KEY MNEMONIC OPERANDS CYCLES [ATTRS]``:
+Each line of the tables below is ``KEY MNEMONIC OPERANDS CYCLES [ATTRS]``
+(``docs/decoder.md`` explains how to add one):
 
 ``KEY``
-    ``XX`` a one-byte opcode; ``XX/r`` the ModRM ``reg`` field ``r`` of a group;
-    ``0FXX`` and ``0FXX/r`` the same in the two-byte map; ``XX+`` an opcode
-    with the register in its low three bits (eight opcodes ``XX``..``XX+7``);
-    ``XX+n`` the last ``n`` of those eight (``91+7``: 91-97 name ECX..EDI).
+    The opcode bytes in hex: ``XX`` a one-byte opcode, ``0FXX`` the two-byte
+    map, ``D9E8`` an x87 escape whose ModRM byte is fixed (``vmi.cpu.x87``).
+    ``/r`` appends the ModRM ``reg`` field ``r`` of a group and ``/*`` says a
+    ModRM byte follows whose ``reg`` field is ignored (``0F90/*``). ``XX+``
+    stands for eight opcodes ``XX``..``XX+7`` with a register in the low three
+    bits, ``XX+n`` for the last ``n`` of those (``91+7``: 91-97 name ECX..EDI).
+    ``F390`` is PAUSE, the one form selected by a prefix (SDM Vol.2 PAUSE:
+    ``F3 90``; without F3 the byte is NOP).
 ``MNEMONIC``
     Intel's base mnemonic in lower case. ``a/b`` names the 16-bit and 32-bit
-    operand-size forms (``cbw/cwde``). The AT&T formatter adds size suffixes.
+    forms (``cbw/cwde``), chosen by the operand size, or by the address size
+    for forms with the ``asize`` attribute (``jcxz/jecxz``).
 ``OPERANDS``
-    Comma-separated specs in the notation of the SDM opcode map (``-`` = none):
-    ``E`` ModRM r/m, ``G`` ModRM reg, ``R`` r/m that must be a register,
-    ``M`` r/m that must be memory, ``I`` immediate, ``sI`` sign-extended
-    immediate, ``J`` relative target, ``O`` memory offset, ``A`` far pointer,
-    ``S`` segment register, ``C``/``D``/``T`` control/debug/test register,
-    ``X``/``Y`` the string source DS:eSI and destination ES:eDI; followed by a
-    size: ``b`` 8, ``w`` 16, ``d`` 32, ``v`` 16/32 by operand size, ``p`` far
-    pointer, ``s`` 6-byte descriptor, ``a`` bound pair, ``q`` 64, ``t`` 80,
-    none = unsized. Fixed operands: ``AL``..``BH``, ``eAX``..``eDI`` (16/32),
-    ``AX``, ``DX``, ``ES``..``GS``, the constant ``1``, ``ST``/``STi`` (x87).
+    Comma-separated specs in the notation of the SDM opcode map (Vol.2
+    Appendix A.2; ``-`` = none), in Intel order, destination first:
+    ``E`` ModRM r/m, ``G`` ModRM reg, ``R`` r/m that must be a register (the
+    ``mod`` field is ignored, SDM MOV CRn/DRn), ``M`` r/m that must be memory,
+    ``Rv/Mw`` a register of the operand size or a word in memory (``mov
+    %es,%eax``, ``sldt``, ``lar``), ``I`` immediate, ``sI`` immediate
+    sign-extended to the operand size, ``J`` relative branch target, ``O``
+    memory offset (moffs), ``A`` far pointer, ``S`` segment register,
+    ``C``/``D``/``T`` control/debug/test register, ``X``/``Y`` the string
+    operands DS:eSI and ES:eDI. A size letter follows: ``b`` 8, ``w`` 16,
+    ``d`` 32, ``v`` 16/32 by operand size, ``p`` far pointer (4/6), ``s``
+    6-byte descriptor-table pointer, ``a`` BOUND pair (4/8), ``q`` 64, ``t`` 80,
+    ``e`` x87 environment (14/28), ``f`` x87 state (94/108), none = unsized
+    (``lea``, ``invlpg``). Fixed operands: ``AL``..``BH``, ``eAX``..``eDI``
+    (16/32 by operand size), ``AX``, ``DX``, ``CL``, ``ES``..``GS``, the
+    constant ``1``, and for x87 ``ST`` (the stack top) and ``STi`` (``ST(i)``
+    from the low three bits of an ``XX+`` key). ``Zv``/``Zb``/``Zd`` name the
+    register in the low opcode bits of an ``XX+`` key.
 ``CYCLES``
-    The 80486 clock count of the common case (Intel486 Programmer's Reference,
-    appendix of instruction timings); ``a/b`` gives register/memory forms.
+    The Intel486 clock count of the common case (Intel486 Programmer's
+    Reference Manual, "Instruction Set Clock Count Summary"; real-mode figures
+    where the manual gives several, branches taken). ``a/b`` gives the
+    register/memory forms. Multiplies cost the early-out minimum (the 486 takes
+    13-42 clocks by multiplier); ``docs/decoder.md`` lists the choices.
 ``ATTRS``
-    ``lock`` LOCK allowed with a memory destination; ``rep`` REP-able string
-    instruction; ``repz`` REPE/REPNE-able (cmps/scas); ``386`` not on the 80386
-    (later CPUs, kept for the 2006 kernel); ``priv`` CPL 0 only.
+    ``lock`` LOCK allowed with a memory destination (SDM Vol.2 LOCK); ``rep``
+    REP-able string instruction; ``repz`` REPE/REPNE-able (cmps/scas);
+    ``asize`` the ``a/b`` mnemonic follows the address size; ``386`` not on
+    the 80386 (later CPUs, kept for the 2006 kernel); ``priv`` CPL 0 only;
+    ``x87`` a floating-point escape (``vmi.cpu.x87``).
 """
 
 from __future__ import annotations
+
+from functools import cached_property
 
 from attrs import frozen
 
@@ -105,9 +126,9 @@ ONE_BYTE = r"""
 62 bound Gv,Ma 7
 63 arpl Ew,Gw 9/9
 68 push Iv 1
-69 imul Gv,Ev,Iv 13/26
+69 imul Gv,Ev,Iv 13/13
 6A push sIb 1
-6B imul Gv,Ev,sIb 13/26
+6B imul Gv,Ev,sIb 13/13
 6C ins Yb,DX 17 rep
 6D ins Yv,DX 17 rep
 6E outs DX,Xb 17 rep
@@ -168,11 +189,12 @@ ONE_BYTE = r"""
 89 mov Ev,Gv 1
 8A mov Gb,Eb 1
 8B mov Gv,Ev 1
-8C mov Ew,Sw 3
+8C mov Rv/Mw,Sw 3
 8D lea Gv,M 1
-8E mov Sw,Ew 3/9
+8E mov Sw,Rv/Mw 3/9
 8F/0 pop Ev 4/6
 90 nop - 1
+F390 pause - 1 386
 91+7 xchg Zv,eAX 3
 98 cbw/cwde - 3
 99 cwd/cdq - 3
@@ -202,16 +224,16 @@ B0+ mov Zb,Ib 1
 B8+ mov Zv,Iv 1
 C0/0 rol Eb,Ib 2/4
 C0/1 ror Eb,Ib 2/4
-C0/2 rcl Eb,Ib 8/10
-C0/3 rcr Eb,Ib 8/10
+C0/2 rcl Eb,Ib 8/9
+C0/3 rcr Eb,Ib 8/9
 C0/4 shl Eb,Ib 2/4
 C0/5 shr Eb,Ib 2/4
 C0/6 sal Eb,Ib 2/4
 C0/7 sar Eb,Ib 2/4
 C1/0 rol Ev,Ib 2/4
 C1/1 ror Ev,Ib 2/4
-C1/2 rcl Ev,Ib 8/10
-C1/3 rcr Ev,Ib 8/10
+C1/2 rcl Ev,Ib 8/9
+C1/3 rcr Ev,Ib 8/9
 C1/4 shl Ev,Ib 2/4
 C1/5 shr Ev,Ib 2/4
 C1/6 sal Ev,Ib 2/4
@@ -224,7 +246,7 @@ C6/0 mov Eb,Ib 1
 C7/0 mov Ev,Iv 1
 C8 enter Iw,Ib 14
 C9 leave - 5
-CA lret Iw 18
+CA lret Iw 14
 CB lret - 13
 CC int3 - 26
 CD int Ib 30
@@ -248,16 +270,16 @@ D1/6 sal Ev,1 3/4
 D1/7 sar Ev,1 3/4
 D2/0 rol Eb,CL 3/4
 D2/1 ror Eb,CL 3/4
-D2/2 rcl Eb,CL 8/10
-D2/3 rcr Eb,CL 8/10
+D2/2 rcl Eb,CL 8/9
+D2/3 rcr Eb,CL 8/9
 D2/4 shl Eb,CL 3/4
 D2/5 shr Eb,CL 3/4
 D2/6 sal Eb,CL 3/4
 D2/7 sar Eb,CL 3/4
 D3/0 rol Ev,CL 3/4
 D3/1 ror Ev,CL 3/4
-D3/2 rcl Ev,CL 8/10
-D3/3 rcr Ev,CL 8/10
+D3/2 rcl Ev,CL 8/9
+D3/3 rcr Ev,CL 8/9
 D3/4 shl Ev,CL 3/4
 D3/5 shr Ev,CL 3/4
 D3/6 sal Ev,CL 3/4
@@ -266,10 +288,10 @@ D4 aam Ib 15
 D5 aad Ib 14
 D6 salc - 2
 D7 xlat - 4
-E0 loopne Jb 7
-E1 loope Jb 7
+E0 loopne Jb 9
+E1 loope Jb 9
 E2 loop Jb 7
-E3 jcxz/jecxz Jb 8
+E3 jcxz/jecxz Jb 8 asize
 E4 in AL,Ib 14
 E5 in eAX,Ib 14
 E6 out Ib,AL 16
@@ -289,16 +311,16 @@ F6/0 test Eb,Ib 1/2
 F6/1 test Eb,Ib 1/2
 F6/2 not Eb 1/3 lock
 F6/3 neg Eb 1/3 lock
-F6/4 mul Eb 13/18
-F6/5 imul Eb 13/18
+F6/4 mul Eb 13/13
+F6/5 imul Eb 13/13
 F6/6 div Eb 16/16
 F6/7 idiv Eb 19/20
 F7/0 test Ev,Iv 1/2
 F7/1 test Ev,Iv 1/2
 F7/2 not Ev 1/3 lock
 F7/3 neg Ev 1/3 lock
-F7/4 mul Ev 13/42
-F7/5 imul Ev 13/42
+F7/4 mul Ev 13/13
+F7/5 imul Ev 13/13
 F7/6 div Ev 40/40
 F7/7 idiv Ev 43/44
 F8 clc - 2
@@ -319,8 +341,8 @@ FF/6 push Ev 4/4
 """
 
 TWO_BYTE = r"""
-0F00/0 sldt Ew 2/3
-0F00/1 str Ew 2/3
+0F00/0 sldt Rv/Mw 2/3
+0F00/1 str Rv/Mw 2/3
 0F00/2 lldt Ew 11/11 priv
 0F00/3 ltr Ew 20/20 priv
 0F00/4 verr Ew 11/11
@@ -329,11 +351,11 @@ TWO_BYTE = r"""
 0F01/1 sidt Ms 10
 0F01/2 lgdt Ms 11 priv
 0F01/3 lidt Ms 11 priv
-0F01/4 smsw Ew 2/3
+0F01/4 smsw Rv/Mw 2/3
 0F01/6 lmsw Ew 13/13 priv
 0F01/7 invlpg M 12 priv 386
-0F02 lar Gv,Ew 11/11
-0F03 lsl Gv,Ew 10/10
+0F02 lar Gv,Rv/Mw 11/11
+0F03 lsl Gv,Rv/Mw 10/10
 0F06 clts - 7 priv
 0F08 invd - 4 priv 386
 0F09 wbinvd - 5 priv 386
@@ -365,22 +387,22 @@ TWO_BYTE = r"""
 0F8D jge Jv 3
 0F8E jle Jv 3
 0F8F jg Jv 3
-0F90/* seto Eb 4/3
-0F91/* setno Eb 4/3
-0F92/* setb Eb 4/3
-0F93/* setae Eb 4/3
-0F94/* sete Eb 4/3
-0F95/* setne Eb 4/3
-0F96/* setbe Eb 4/3
-0F97/* seta Eb 4/3
-0F98/* sets Eb 4/3
-0F99/* setns Eb 4/3
-0F9A/* setp Eb 4/3
-0F9B/* setnp Eb 4/3
-0F9C/* setl Eb 4/3
-0F9D/* setge Eb 4/3
-0F9E/* setle Eb 4/3
-0F9F/* setg Eb 4/3
+0F90/* seto Eb 3/4
+0F91/* setno Eb 3/4
+0F92/* setb Eb 3/4
+0F93/* setae Eb 3/4
+0F94/* sete Eb 3/4
+0F95/* setne Eb 3/4
+0F96/* setbe Eb 3/4
+0F97/* seta Eb 3/4
+0F98/* sets Eb 3/4
+0F99/* setns Eb 3/4
+0F9A/* setp Eb 3/4
+0F9B/* setnp Eb 3/4
+0F9C/* setl Eb 3/4
+0F9D/* setge Eb 3/4
+0F9E/* setle Eb 3/4
+0F9F/* setg Eb 3/4
 0FA0 push FS 3
 0FA1 pop FS 3
 0FA2 cpuid - 14 386
@@ -392,7 +414,7 @@ TWO_BYTE = r"""
 0FAB bts Ev,Gv 6/13 lock
 0FAC shrd Ev,Gv,Ib 2/3
 0FAD shrd Ev,Gv,CL 3/4
-0FAF imul Gv,Ev 13/42
+0FAF imul Gv,Ev 13/13
 0FB0 cmpxchg Eb,Gb 6/7 lock 386
 0FB1 cmpxchg Ev,Gv 6/7 lock 386
 0FB2 lss Gv,Mp 6
@@ -413,7 +435,7 @@ TWO_BYTE = r"""
 0FC0 xadd Eb,Gb 3/4 lock 386
 0FC1 xadd Ev,Gv 3/4 lock 386
 0FC7/1 cmpxchg8b Mq 10 lock 386
-0FC8+ bswap Zd 1 386
+0FC8+ bswap Zv 1 386
 """
 # fmt: on
 
@@ -443,56 +465,22 @@ class Form:
     attrs: frozenset[str]
     any_modrm: bool = False  # "0F90/*": ModRM present, reg field ignored
 
-    @property
+    @cached_property
     def has_modrm(self) -> bool:
+        """Whether a ModRM byte follows the opcode bytes (computed once per form)."""
         return self.group is not None or self.any_modrm or any(
-            spec[:1] in "EGRMSCDT" and spec not in _FIXED for spec in self.operands
+            _uses_modrm(spec) for spec in self.operands
         )
 
     def name(self, opsize: int) -> str:
-        """The mnemonic for this operand size (``cbw`` at 16 bits, ``cwde`` at 32)."""
+        """The mnemonic for this operand size (``cbw`` at 16 bits, ``cwde`` at 32).
+
+        For ``asize`` forms (``jcxz/jecxz``) the decoder passes the address size.
+        """
         if "/" in self.mnemonic:
             short, long = self.mnemonic.split("/")
             return short if opsize == 16 else long
         return self.mnemonic
-
-
-#: Register-name operands: never need ModRM.
-_FIXED = frozenset(
-    "AL CL DL BL AH CH DH BH AX DX eAX eCX eDX eBX eSP eBP eSI eDI "
-    "ES CS SS DS FS GS 1 ST STi".split()
-)
-
-
-def _parse(text: str, escape: tuple[int, ...]) -> list[Form]:
-    forms = []
-    for line in text.strip().splitlines():
-        key, mnemonic, operands, cycles, *attrs = line.split()
-        hexpart = key[2:] if escape else key
-        any_modrm = False
-        group = None
-        if "/" in hexpart:
-            hexpart, reg = hexpart.split("/")
-            if reg == "*":
-                any_modrm = True
-            else:
-                group = int(reg)
-        hexpart, plus, count = hexpart.partition("+")
-        byte = int(hexpart, 16)
-        reg_cycles, _, mem_cycles = cycles.partition("/")
-        specs = () if operands == "-" else tuple(operands.split(","))
-        first = 8 - int(count) if count else 0
-        for low in range(first, 8) if plus else (None,):
-            opcode = escape + (byte - first + (low or 0),)
-            ops = tuple(
-                _Z_REG[spec[1]][low or 0] if spec.startswith("Z") else spec for spec in specs
-            )
-            forms.append(Form(
-                key=key, opcode=opcode, group=group, mnemonic=mnemonic, operands=ops,
-                cycles=int(reg_cycles), cycles_mem=int(mem_cycles or reg_cycles),
-                attrs=frozenset(attrs), any_modrm=any_modrm,
-            ))
-    return forms
 
 
 # "Zv"/"Zb"/"Zd": the register named by the low three opcode bits.
@@ -501,9 +489,67 @@ _Z_REG = {
     "b": ("AL", "CL", "DL", "BL", "AH", "CH", "DH", "BH"),
     "d": ("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI"),
 }
-_FIXED = _FIXED | frozenset(_Z_REG["d"])
 
-FORMS: list[Form] = _parse(ONE_BYTE, ()) + _parse(TWO_BYTE, (0x0F,))
+#: Register-name operands: never need ModRM.
+_FIXED = frozenset(
+    "AL CL DL BL AH CH DH BH AX DX eAX eCX eDX eBX eSP eBP eSI eDI "
+    "ES CS SS DS FS GS 1 ST".split()
+) | frozenset(_Z_REG["d"])
+
+# Specs read from the byte stream after the ModRM/SIB/displacement bytes.
+_TRAILING = ("I", "sI", "J", "O", "A")
+
+
+def _uses_modrm(spec: str) -> bool:
+    return spec[:1] in "EGRMSCDT" and spec not in _FIXED and not spec.startswith("ST")
+
+
+def parse_table(text: str) -> list[Form]:
+    """Parse table lines (format in the module docstring) into forms, expanding
+    ``XX+`` keys into one form per register."""
+    forms = []
+    for line in text.strip().splitlines():
+        key, mnemonic, operands, cycles, *attrs = line.split()
+        hexpart, _, reg = key.partition("/")
+        hexpart, plus, count = hexpart.partition("+")
+        opcode = tuple(bytes.fromhex(hexpart))
+        group = int(reg) if reg not in ("", "*") else None
+        reg_cycles, _, mem_cycles = cycles.partition("/")
+        specs = () if operands == "-" else tuple(operands.split(","))
+        _check_order(key, specs)
+        first = 8 - int(count) if count else 0
+        for low in range(first, 8) if plus else (0,):
+            ops = tuple(_expand(spec, low) for spec in specs)
+            forms.append(Form(
+                key=key, opcode=opcode[:-1] + (opcode[-1] - first + low,), group=group,
+                mnemonic=mnemonic, operands=ops, cycles=int(reg_cycles),
+                cycles_mem=int(mem_cycles or reg_cycles), attrs=frozenset(attrs),
+                any_modrm=reg == "*",
+            ))
+    return forms
+
+
+def _expand(spec: str, low: int) -> str:
+    """Resolve the register specs of ``XX+`` keys for the opcode with low bits ``low``."""
+    if spec.startswith("Z"):
+        return _Z_REG[spec[1]][low]
+    if spec == "STi":
+        return f"ST({low})"
+    return spec
+
+
+def _check_order(key: str, specs: tuple[str, ...]) -> None:
+    """The decoder reads operands in spec order, so ModRM-based specs (which own the
+    SIB and displacement bytes) must come before immediates (SDM Vol.2 Figure 2-1)."""
+    seen_trailing = False
+    for spec in specs:
+        if spec.startswith(_TRAILING):
+            seen_trailing = True
+        elif _uses_modrm(spec) and seen_trailing:
+            raise ValueError(f"{key}: ModRM operand {spec} after an immediate")
+
+
+FORMS: list[Form] = parse_table(ONE_BYTE) + parse_table(TWO_BYTE)
 
 
 def _index(forms: list[Form]) -> dict[tuple[int, ...], Form | dict[int, Form]]:
@@ -520,5 +566,5 @@ def _index(forms: list[Form]) -> dict[tuple[int, ...], Form | dict[int, Form]]:
     return table
 
 
-#: opcode tuple (``(0x01,)``, ``(0x0F, 0xAF)``) -> Form or {reg: Form}.
+#: opcode tuple (``(0x01,)``, ``(0x0F, 0xAF)``, ``(0xF3, 0x90)``) -> Form or {reg: Form}.
 OPCODES = _index(FORMS)
