@@ -1,7 +1,14 @@
-"""``vmi disasm``: an objdump-style listing of raw bytes."""
+"""``vmi disasm``: an objdump-style listing of raw bytes.
+
+The lines are the ones ``objdump -D -b binary -m i386`` (``-m i8086`` with
+``--bits 16``) prints after its header: address, up to seven bytes, the AT&T
+text, and continuation lines for the rest of a long instruction's bytes.
+``docs/disasm.md`` describes the format and the few differences.
+"""
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 import click
@@ -9,42 +16,50 @@ import click
 from vmi.commands import UserError, parse_int
 
 
+class _UsageLine(UserError):
+    """Bad usage, said in one line (exit status 2, like click's usage errors)."""
+
+    exit_code = 2
+
+
+def _parse_hex(text: str) -> bytes:
+    """Bytes from hex digits; spaces, tabs and newlines between them are ignored."""
+    cleaned = "".join(text.split())
+    for position, char in enumerate(cleaned):
+        if char not in string.hexdigits:
+            raise UserError(f"--hex: {char!r} at position {position + 1} is not a hex digit")
+    if len(cleaned) % 2:
+        raise UserError(f"--hex: odd number of hex digits ({len(cleaned)}); give whole bytes")
+    if not cleaned:
+        raise UserError("--hex: no bytes given")
+    return bytes.fromhex(cleaned)
+
+
+def _read_file(source: str) -> bytes:
+    try:
+        return Path(source).read_bytes()
+    except OSError as error:
+        raise UserError(f"{source}: {error.strerror or error}") from None
+
+
 @click.command("disasm")
-@click.argument("source", required=False)
-@click.option("--hex", "hex_text", help="Instruction bytes as hex (spaces allowed).")
-@click.option("--base", default="0", show_default=True, help="Address of the first byte.")
+@click.argument("source", metavar="FILE", required=False)
+@click.option("--hex", "hex_text", metavar="BYTES",
+              help="Instruction bytes as hex (spaces allowed).")
+@click.option("--base", default="0", show_default=True, metavar="ADDRESS",
+              help="Address of the first byte (0x.. for hex).")
 @click.option("--bits", type=click.Choice(["16", "32"]), default="32", show_default=True,
-              help="Default operand and address size.")
+              help="Default operand and address size: 32 (i386) or 16 (i8086).")
 def command(source: str | None, hex_text: str | None, base: str, bits: str) -> None:
-    """Disassemble raw bytes (a file, or --hex) into an objdump-style listing."""
-    from vmi.cpu import decode
-    from vmi.cpu.errors import DecodeError, TruncatedInstruction
+    """Disassemble raw bytes (FILE, or --hex BYTES) into an objdump-style listing."""
+    from vmi.cpu.disasm import disassemble, listing_lines
 
     if (source is None) == (hex_text is None):
-        raise click.UsageError("give either a FILE or --hex BYTES")
-    if hex_text is not None:
-        cleaned = "".join(hex_text.split())
-        try:
-            data = bytes.fromhex(cleaned)
-        except ValueError:
-            raise UserError(f"--hex: {hex_text!r} is not hexadecimal bytes") from None
-    else:
-        try:
-            data = Path(source).read_bytes()  # type: ignore[arg-type]
-        except OSError as error:
-            raise UserError(f"{source}: {error.strerror}") from None
+        raise _UsageLine("give either a FILE or --hex BYTES (exactly one)")
+    data = _parse_hex(hex_text) if hex_text is not None else _read_file(source or "")
     address = parse_int(base, "--base")
-    offset = 0
-    while offset < len(data):
-        try:
-            insn = decode(data[offset:], address + offset, bits=int(bits))
-            length, text = insn.length, str(insn)
-        except TruncatedInstruction:
-            length, text = len(data) - offset, "(bad)"
-        except DecodeError:
-            length, text = 1, "(bad)"
-        raw = " ".join(f"{b:02x}" for b in data[offset : offset + length])
-        click.echo(f"{address + offset:8x}:\t{raw:<21}\t{text}")
-        offset += length
-
-
+    if not 0 <= address <= 0xFFFFFFFF:
+        raise UserError(f"--base: {base!r} is not a 32-bit address")
+    lines = list(disassemble(data, address, bits=int(bits)))
+    for text in listing_lines(lines):
+        click.echo(text)
