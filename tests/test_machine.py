@@ -6,7 +6,6 @@ import zipfile
 
 import pytest
 
-from vmi.cpu.core import FLAT_SELECTORS
 from vmi.machine import Machine, MachineStopped, ScheduledInterrupt, SnapshotError
 
 # loop: inc %eax ; add %eax,%ebx ; dec %ecx ; jne loop ; then spin: jmp .
@@ -30,9 +29,7 @@ def flat_machine(cpus=1, **kwargs) -> Machine:
     machine = Machine(cpus=cpus, memory_size=1 << 20, platform=RecordingPlatform(), **kwargs)
     machine.memory.load(0x1000, LOOP)
     for cpu in machine.cpus:
-        code, data = FLAT_SELECTORS[0]
-        cpu.sreg[:] = [data, code, data, data, data, data]
-        cpu.cr[0] = 0x11
+        cpu.enter_flat_mode(0)
         cpu.eip = 0x1000
         cpu.regs.ecx = 50
         cpu.eflags = 0x202  # IF=1
@@ -147,10 +144,23 @@ def test_corrupt_and_foreign_snapshots_are_refused(tmp_path):
         machine.load(tmp_path / "missing.vmisnap")
 
 
-def test_fault_without_platform_stops_the_machine_with_a_reason():
+def test_machine_starts_at_the_reset_vector_and_runs_the_bios_window():
+    """SDM Vol.3A §9.1.1: CS=F000 (base FFFF0000), EIP=FFF0 after RESET."""
     machine = Machine(memory_size=1 << 20)
-    machine.memory.load(0, bytes.fromhex("0f0b"))  # ud2
     cpu = machine.cpus[0]
-    cpu.cr[0] = 0x11
-    with pytest.raises(MachineStopped, match="#UD"):
-        machine.step()
+    assert (cpu.sreg[1], cpu.seg_base[1], cpu.eip, cpu.cr[0] & 1) == (0xF000, 0xFFFF0000,
+                                                                     0xFFF0, 0)
+    # at physical FFFF0 (aliased below 4 GiB): mov $0x1234,%ax (16-bit code)
+    machine.memory.load(0xFFFF0, bytes.fromhex("b83412"))
+    assert machine.step() == (0, "instruction", 0xFFF0)
+    assert cpu.regs.ax == 0x1234
+
+
+def test_triple_fault_stops_the_machine_with_a_reason():
+    """An empty IVT limit makes every delivery fault: #UD, then #GP, then shutdown."""
+    machine = Machine(memory_size=1 << 20)
+    cpu = machine.cpus[0]
+    machine.memory.load(0xFFFF0, bytes.fromhex("0f0b"))  # ud2
+    cpu.idtr = [0, 0]
+    with pytest.raises(MachineStopped, match="shut down|triple fault"):
+        machine.run(5)

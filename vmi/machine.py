@@ -24,6 +24,10 @@ import numpy as np
 from attrs import frozen
 
 from vmi.cpu import CPU, CPUException, Memory
+from vmi.cpu.descriptors import UnsupportedSystemFeature
+from vmi.cpu.errors import ProcessorShutdown
+from vmi.cpu.platform import NativePlatform
+from vmi.cpu.realmode import reset
 from vmi.devices import Console, InterruptController, IntervalTimer, PortBus
 
 SNAPSHOT_FORMAT = "vmi-snapshot"
@@ -54,12 +58,14 @@ class MachineStopped(Exception):
 
 class Machine:
     """One or more CPUs over one physical memory, with timer, interrupt
-    controller and console on the port bus.
+    controller and console on the port bus. Every CPU starts as after RESET
+    (real mode, CS:EIP = F000:FFF0).
 
     ``platform`` delivers exceptions and interrupts (``deliver_exception(cpu,
-    exc)``, ``deliver_interrupt(cpu, vector)``): the native platform does what
-    the hardware does; the VMI monitor is another platform. ``interleaving`` is
-    a sequence of CPU indices used cyclically (default round-robin).
+    exc)``, ``deliver_interrupt(cpu, vector)``): by default the native platform,
+    which does what the hardware does; the VMI monitor is another platform.
+    ``interleaving`` is a sequence of CPU indices used cyclically (default
+    round-robin).
     """
 
     def __init__(
@@ -75,6 +81,8 @@ class Machine:
             raise ValueError("a machine needs at least one CPU")
         self.memory = Memory(memory_size)
         self.cpus = [CPU(self.memory, index=i) for i in range(cpus)]
+        for cpu in self.cpus:
+            reset(cpu)
         self.ports = PortBus()
         self.pic = InterruptController(cpus)
         self.timer = IntervalTimer(cpus)
@@ -82,10 +90,10 @@ class Machine:
         self.ports.attach(self.pic, 0x20, 0x21)
         self.ports.attach(self.timer, 0x40, 0x43)
         self.ports.attach(self.console, 0xE9)
-        self.platform = platform
+        self.platform = NativePlatform() if platform is None else platform
         for cpu in self.cpus:
             cpu.io = self.ports
-            cpu.platform = platform
+            cpu.platform = self.platform
         self.set_interleaving(interleaving)
         self.schedule: list[ScheduledInterrupt] = []
         self.add_schedule(schedule)
@@ -178,12 +186,15 @@ class Machine:
         except CPUException as exc:
             raise MachineStopped(f"cpu{index}: {exc} at eip={cpu.eip:#x} "
                                  "(no platform delivers exceptions)") from None
+        except (ProcessorShutdown, UnsupportedSystemFeature) as exc:
+            raise MachineStopped(f"cpu{index}: {exc}") from None
         return index, "instruction", eip
 
     def _deliver_interrupt(self, cpu: CPU, vector: int) -> None:
-        if self.platform is None:
-            raise MachineStopped(f"cpu{cpu.index}: interrupt {vector:#x} with no platform")
-        self.platform.deliver_interrupt(cpu, vector)
+        try:
+            self.platform.deliver_interrupt(cpu, vector)
+        except (ProcessorShutdown, UnsupportedSystemFeature) as exc:
+            raise MachineStopped(f"cpu{cpu.index}: {exc}") from None
 
     def run(self, max_steps: int) -> int:
         """Step up to ``max_steps`` times; stop early when every CPU is halted

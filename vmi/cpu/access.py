@@ -70,7 +70,7 @@ def operand_access(op: Operand, slot: str, size: int | None = None) -> Access:
                           lambda v: f"r[{idx}] = (r[{idx}] & 0xFFFFFF00) | {v}",
                           {idx: op.index}, bits=8)
         return Access([], f"((r[{idx}] >> 8) & 0xFF)",
-                      lambda v: f"r[{idx}] = (r[{idx}] & 0xFFFF00FF) | ({v} << 8)",
+                      lambda v: f"r[{idx}] = (r[{idx}] & 0xFFFF00FF) | (({v}) << 8)",
                       {idx: op.index - 4}, bits=8)
     if isinstance(op, MemoryOperand):
         width = size or op.size

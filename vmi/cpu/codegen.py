@@ -23,7 +23,8 @@ from vmi.cpu.errors import CPUException
 TEMPLATE_GLOBALS: dict[str, Any] = {
     "CPUException": CPUException,
     "ADD": _flags.ADD, "SUB": _flags.SUB, "LOGIC": _flags.LOGIC, "INC": _flags.INC,
-    "DEC": _flags.DEC, "EXPLICIT": _flags.EXPLICIT, "PARITY": _flags.PARITY,
+    "DEC": _flags.DEC, "EXPLICIT": _flags.EXPLICIT, "SHL": _flags.SHL, "SHR": _flags.SHR,
+    "PARITY": _flags.PARITY,
     "get_cf": _flags.get_cf, "arith_flags": _flags.arith_flags,
     "CONDITIONS": _flags.CONDITIONS,
 }

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vmi.cpu import flags as fl
+from vmi.cpu import paging
 from vmi.cpu.decoder import decode
-from vmi.cpu.errors import CPUException, DecodeError
+from vmi.cpu.errors import CPUException, DecodeError, TruncatedInstruction
 from vmi.cpu.memory import Memory
 from vmi.cpu.operands import GPR8, GPR16, GPR32, SEGMENTS, Instruction
 
@@ -94,14 +95,24 @@ class CPU:
         paging off, CPL ``cpl`` (0 or 3), EFLAGS 0x2. No descriptor tables exist,
         so exceptions propagate to the caller as ``CPUException``.
         """
+        cpu = cls(memory if memory is not None else Memory(memory_size))
+        cpu.enter_flat_mode(cpl)
+        return cpu
+
+    def enter_flat_mode(self, cpl: int = 0) -> None:
+        """Put this CPU in flat 32-bit protected mode without descriptor tables
+        (see ``flat``); general registers and memory are left as they are."""
         if cpl not in FLAT_SELECTORS:
             raise ValueError(f"flat CPU runs at CPL 0 or 3, not {cpl}")
-        cpu = cls(memory if memory is not None else Memory(memory_size))
         code, data = FLAT_SELECTORS[cpl]
-        cpu.sreg[:] = [data, code, data, data, data, data]
-        cpu.cpl = cpl
-        cpu.cr[0] = 0x11  # PE | ET
-        return cpu
+        self.sreg[:] = [data, code, data, data, data, data]
+        self.seg_base[:] = [0] * 6
+        self.seg_limit[:] = [M32] * 6
+        self.seg_attr[:] = [0] * 6
+        self.cpl = cpl
+        self.cr[0] = 0x11  # PE | ET
+        self.code_bits = self.stack_bits = 32
+        self.mode_changed()
 
     # -- memory access ----------------------------------------------------------
     def mode_changed(self) -> None:
@@ -116,8 +127,9 @@ class CPU:
         install_accessors(self)
 
     def linear_to_physical(self, linear: int, *, write: bool = False) -> int:
-        """Translate a linear address (identity while paging is off)."""
-        return linear & M32
+        """Translate a linear address through paging (identity while it is off);
+        raises #PF as the access would."""
+        return paging.linear_to_physical(self, linear, write=write)
 
     # -- EFLAGS ---------------------------------------------------------------
     @property
@@ -132,24 +144,40 @@ class CPU:
 
     # -- decoding ---------------------------------------------------------------
     def fetch(self, eip: int | None = None) -> Instruction:
-        """Decode the instruction at ``eip`` (default: the current EIP)."""
+        """Decode the instruction at ``eip`` (default: the current EIP).
+
+        Instruction bytes are translated page by page; a #PF on a later page is
+        raised only if the instruction really extends into it.
+        """
         eip = self.eip if eip is None else eip
         linear = (self.seg_base[1] + eip) & M32
-        physical = self.linear_to_physical(linear)
-        return decode(self.mem.read_bytes(physical, 15), eip, bits=self.code_bits)
+        data, pending = paging.fetch_code(self, linear)
+        try:
+            return decode(data, eip, bits=self.code_bits)
+        except TruncatedInstruction:
+            if pending is not None:
+                raise pending from None
+            raise
 
     def _compile_at(self, eip: int) -> tuple[Callable[[CPU], None], int, int]:
         from vmi.cpu.ops import compile_instruction, raise_invalid
 
+        linear = (self.seg_base[1] + eip) & M32
         try:
             insn = self.fetch(eip)
         except DecodeError as error:
+            # cached too, so the page is marked: rewriting the bytes retries the decode
             entry = (raise_invalid(str(error)), eip, 1)
+            length = 1
         else:
             execute, cycles = compile_instruction(insn, self)
             entry = (execute, insn.next_address & self._ip_mask(), cycles)
-            linear = (self.seg_base[1] + eip) & M32
-            self.mem.mark_code(self.linear_to_physical(linear), insn.length)
+            length = insn.length
+        mem = self.mem
+        mem.mark_code(self.linear_to_physical(linear), 1)
+        last = (linear + length - 1) & M32
+        if (last ^ linear) >> 12:  # the instruction crosses into another page
+            mem.mark_code(self.linear_to_physical(last), 1)
         self.icache[eip] = entry
         return entry
 
@@ -236,6 +264,7 @@ class CPU:
             elif isinstance(current, list):
                 value = list(value)
             setattr(self, name, value)
+        self.tlb.clear()
         self.mode_changed()
 
     def __repr__(self) -> str:

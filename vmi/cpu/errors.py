@@ -44,3 +44,10 @@ class CPUException(Exception):
         name = VECTOR_NAMES.get(vector, f"vector {vector}")
         code = "" if error_code is None else f"({error_code:#x})"
         super().__init__(f"{name}{code}{': ' + detail if detail else ''}")
+
+
+class ProcessorShutdown(Exception):
+    """The processor shut down: an exception arose while it delivered a double
+    fault (a triple fault, SDM Vol.3A §6.15). Real mode raises
+    ``vmi.cpu.realmode.Shutdown``, protected mode ``vmi.cpu.protected.TripleFault``;
+    a machine stops on either with ``str(exc)`` as the reason."""

@@ -13,9 +13,20 @@ Families and what the record holds:
 ``INC/DEC``  a +/- 1 = full; ``b`` holds the carry flag from before (kept)
 ``EXPLICIT`` ``a`` holds the six flags as EFLAGS bits (rotates, multiplies,
              anything that computes its flags outright)
+``SHL``      a left shift (shl/sal, shld): ``full`` holds the result with the
+             last bit shifted out just above it, so CF = (full >> bits) & 1
+             exactly as for ADD; OF = CF xor the result's sign; AF = 0
+``SHR``      a right shift (shr, sar, shrd): ``a`` is the value shifted (sign
+             extended for sar, the wide concatenation for shrd), ``b`` the
+             count (1..31), full = a >> b; CF = bit ``b - 1`` of ``a``, OF = the
+             sign of ``a >> (b - 1)`` xor the result's sign; AF = 0
 
 For every family but EXPLICIT, ZF, SF and PF follow from ``full`` masked to
-``bits``. The other EFLAGS bits (TF, IF, DF, IOPL, NT, RF, VM, AC, ID) live in
+``bits`` (the inline ``je``/``jne`` of ``ops/control.py`` relies on it). The
+shift families give, for every count, the flags Unicorn (QEMU) computes: the
+SDM (Vol.2 SAL/SAR/SHL/SHR, SHLD, SHRD) defines OF only for a count of 1 and
+leaves AF undefined; these formulas reduce to the SDM's where it defines them.
+The other EFLAGS bits (TF, IF, DF, IOPL, NT, RF, VM, AC, ID) live in
 ``cpu.flags`` and are always exact.
 """
 
@@ -30,6 +41,7 @@ IMPLEMENTED = ARITH | TF | IF | DF | IOPL | NT | RF | VM | AC | ID
 FIXED_ONE = 0x2
 
 ADD, SUB, LOGIC, INC, DEC, EXPLICIT = range(6)
+SHL, SHR = 6, 7
 
 MASK = {8: 0xFF, 16: 0xFFFF, 32: 0xFFFFFFFF}
 SIGN = {8: 0x80, 16: 0x8000, 32: 0x80000000}
@@ -39,8 +51,10 @@ PARITY = tuple(PF if bin(b).count("1") % 2 == 0 else 0 for b in range(256))
 
 CLEAN = (EXPLICIT, 32, 0, 0, 0)
 
+LazyFlags = tuple[int, int, int, int, int]
 
-def arith_flags(lf: tuple[int, int, int, int, int]) -> int:
+
+def arith_flags(lf: LazyFlags) -> int:
     """The six arithmetic flags, as EFLAGS bits, for a lazy record."""
     family, bits, a, b, full = lf
     if family == EXPLICIT:
@@ -70,13 +84,23 @@ def arith_flags(lf: tuple[int, int, int, int, int]) -> int:
         flags |= b | ((a ^ res) & AF)
         if a == SIGN[bits]:
             flags |= OF
+    elif family == SHL:
+        cf = (full >> bits) & 1
+        flags |= cf
+        if cf != (res >> (bits - 1)):
+            flags |= OF
+    elif family == SHR:
+        last = a >> (b - 1)  # the value one step before the end: its bit 0 went to CF
+        flags |= last & 1
+        if (last ^ full) & SIGN[bits]:
+            flags |= OF
     return flags
 
 
-def get_cf(lf: tuple[int, int, int, int, int]) -> int:
+def get_cf(lf: LazyFlags) -> int:
     """CF alone (0 or 1), the flag read most often (adc, sbb, rcl, inc/dec records)."""
     family, bits, a, b, full = lf
-    if family == ADD:
+    if family == ADD or family == SHL:
         return (full >> bits) & 1
     if family == SUB:
         return 1 if full < 0 else 0
@@ -84,32 +108,59 @@ def get_cf(lf: tuple[int, int, int, int, int]) -> int:
         return 0
     if family == EXPLICIT:
         return a & 1
+    if family == SHR:
+        return (a >> (b - 1)) & 1
     return b  # INC, DEC keep the old CF in b
 
 
 def cf_source(lf: str = "lf") -> str:
-    """An inline expression for CF of the record in variable ``lf`` (no call in the hot path)."""
+    """An inline expression for CF of the record in variable ``lf`` (no call in the hot path).
+
+    The families are tested by number, most frequent first (ADD, SUB, INC/DEC,
+    EXPLICIT), so adc and sbb after an add or cmp pay for one or two compares.
+    """
     return (f"((({lf}[4] >> {lf}[1]) & 1) if {lf}[0] == 0 else (1 if {lf}[4] < 0 else 0) "
             f"if {lf}[0] == 1 else {lf}[3] if 3 <= {lf}[0] <= 4 else {lf}[2] & 1 "
-            f"if {lf}[0] == 5 else 0)")
+            f"if {lf}[0] == 5 else (({lf}[4] >> {lf}[1]) & 1) if {lf}[0] == 6 "
+            f"else (({lf}[2] >> ({lf}[3] - 1)) & 1) if {lf}[0] == 7 else 0)")
 
 
-def get_zf(lf: tuple[int, int, int, int, int]) -> bool:
+def get_zf(lf: LazyFlags) -> bool:
     if lf[0] == EXPLICIT:
         return bool(lf[2] & ZF)
     return not (lf[4] & MASK[lf[1]])
 
 
-def get_sf(lf: tuple[int, int, int, int, int]) -> bool:
+def get_sf(lf: LazyFlags) -> bool:
     if lf[0] == EXPLICIT:
         return bool(lf[2] & SF)
     return bool(lf[4] & SIGN[lf[1]])
 
 
-def get_of(lf: tuple[int, int, int, int, int]) -> bool:
+def get_of(lf: LazyFlags) -> bool:
     if lf[0] == LOGIC:
         return False
     return bool(arith_flags(lf) & OF)
+
+
+def get_pf(lf: LazyFlags) -> bool:
+    if lf[0] == EXPLICIT:
+        return bool(lf[2] & PF)
+    return bool(PARITY[lf[4] & 0xFF])
+
+
+def _less(lf: LazyFlags) -> bool:
+    """SF != OF: the signed "less" of jl/setl, the heart of l, ge, le and g.
+
+    After a compare (the SUB family, which cmp, sub, sbb and neg record) SF != OF
+    exactly when the true, unbounded signed result is negative; that result is
+    ``full`` corrected for the signs of ``a`` and ``b``, so no flag is computed.
+    """
+    if lf[0] == SUB:
+        sign = SIGN[lf[1]]
+        return lf[4] - ((lf[2] & sign) << 1) + ((lf[3] & sign) << 1) < 0
+    flags = lf[2] if lf[0] == EXPLICIT else arith_flags(lf)
+    return bool(flags & SF) != bool(flags & OF)
 
 
 # -- the sixteen conditions of jcc/setcc (SDM Vol.1 Appendix B) ----------------
@@ -124,12 +175,12 @@ def _be(lf): return get_cf(lf) == 1 or get_zf(lf)
 def _a(lf): return get_cf(lf) == 0 and not get_zf(lf)
 def _s(lf): return get_sf(lf)
 def _ns(lf): return not get_sf(lf)
-def _p(lf): return bool(arith_flags(lf) & PF)
-def _np(lf): return not arith_flags(lf) & PF
-def _l(lf): return get_sf(lf) != get_of(lf)
-def _ge(lf): return get_sf(lf) == get_of(lf)
-def _le(lf): return get_zf(lf) or get_sf(lf) != get_of(lf)
-def _g(lf): return not get_zf(lf) and get_sf(lf) == get_of(lf)
+def _p(lf): return get_pf(lf)
+def _np(lf): return not get_pf(lf)
+def _l(lf): return _less(lf)
+def _ge(lf): return not _less(lf)
+def _le(lf): return get_zf(lf) or _less(lf)
+def _g(lf): return not get_zf(lf) and not _less(lf)
 
 
 #: Condition code (low four opcode bits of jcc/setcc) -> test of the lazy record.

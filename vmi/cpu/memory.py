@@ -53,7 +53,7 @@ class Memory:
         try:
             return self.view[addr]
         except IndexError:
-            if addr >= RESET_ALIAS and self.size >= 0x100000:
+            if RESET_ALIAS <= addr <= 0xFFFFFFFF and self.size >= 0x100000:
                 return self.view[addr - RESET_ALIAS + 0xF0000]
             return 0xFF
 

@@ -117,10 +117,12 @@ from vmi.cpu.ops import (  # noqa: E402,F401
     bits,
     control,
     far,
+    fpu,
     misc,
     move,
     muldiv,
     shift,
     stack,
     string,
+    system,
 )

@@ -33,7 +33,7 @@ def binary(insn, cpu):
         record = f"cpu.lf = (LOGIC, {d.bits}, 0, 0, full)"
     else:
         record = f"cpu.lf = ({family}, {d.bits}, a, b, full)"
-    result = "full" if family == "LOGIC" else f"full & {mask:#x}"
+    result = "full" if family == "LOGIC" else f"(full & {mask:#x})"
     lines = ["r = cpu.r", "lf = cpu.lf" if "lf[" in expr else "", *d.setup, *s.setup,
              f"a = {d.read}", f"b = {s.read}", f"full = {expr}"]
     if writes:
@@ -50,7 +50,7 @@ def inc_dec(insn, cpu):
     sign, family = ("+", "INC") if insn.mnemonic == "inc" else ("-", "DEC")
     body = "\n".join([
         "r = cpu.r", "lf = cpu.lf", *d.setup, f"a = {d.read}", f"full = a {sign} 1",
-        d.write(f"full & {(1 << d.bits) - 1:#x}"),
+        d.write(f"(full & {(1 << d.bits) - 1:#x})"),
         f"cpu.lf = ({family}, {d.bits}, a, {cf_source()}, full)",
     ])
     return build(body, d.params)
@@ -63,7 +63,7 @@ def neg(insn, cpu):
     d = operand_access(dst, "d")
     body = "\n".join([
         "r = cpu.r", *d.setup, f"b = {d.read}", "full = -b",
-        d.write(f"full & {(1 << d.bits) - 1:#x}"),
+        d.write(f"(full & {(1 << d.bits) - 1:#x})"),
         f"cpu.lf = (SUB, {d.bits}, 0, b, full)",
     ])
     return build(body, d.params)
@@ -74,5 +74,5 @@ def not_(insn, cpu):
     """Ones' complement; no flags change."""
     (dst,) = insn.operands
     d = operand_access(dst, "d")
-    body = "\n".join(["r = cpu.r", *d.setup, d.write(f"{d.read} ^ {(1 << d.bits) - 1:#x}")])
+    body = "\n".join(["r = cpu.r", *d.setup, d.write(f"({d.read} ^ {(1 << d.bits) - 1:#x})")])
     return build(body, d.params)

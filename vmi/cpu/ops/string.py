@@ -1,1 +1,103 @@
-"""(filled in by the family's owner)"""
+"""String instructions: movs, cmps, scas, lods, stos, ins, outs, with the rep,
+repe and repne prefixes (SDM Vol.2 under each mnemonic and REP/REPE/REPNE).
+
+The source is DS:eSI (the segment may be overridden), the destination ES:eDI
+(never overridden). The address size picks SI/DI/CX or ESI/EDI/ECX; the
+16-bit forms wrap within 64 KiB and keep the registers' upper halves. Each
+step adds the operand size to the index registers, or subtracts it when DF
+is set.
+
+**One iteration per step.** A repeated instruction performs one iteration,
+decrements the count and, while it is not finished, puts EIP back on the
+instruction (prefixes included). So the run loop retires one iteration per
+step and interrupts arrive between iterations with EIP on the instruction,
+as on hardware (SDM Vol.2 REP: "the processor ... allows interrupts to be
+serviced between iterations"). A count of zero does nothing. repe/repne
+also stop when ZF after a compare is 0/1. F2 on a non-comparing string
+instruction repeats it as F3 does; with both F2 and F3 the last one counts
+(``Instruction.rep``; Bochs does the same, Unicorn lets F2 win).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vmi.cpu.operands import MemoryOperand
+from vmi.cpu.ops import build, semantics
+from vmi.cpu.ops.misc import IOPL_CHECK
+
+_MASK = {8: 0xFF, 16: 0xFFFF, 32: 0xFFFFFFFF}
+_ACC_STORE = {
+    1: "r[0] = (r[0] & 0xFFFFFF00) | v",
+    2: "r[0] = (r[0] & 0xFFFF0000) | v",
+    4: "r[0] = v",
+}
+_ACC_READ = {1: "(r[0] & 0xFF)", 2: "(r[0] & 0xFFFF)", 4: "r[0]"}
+
+
+def _index(reg: int, addrsize: int) -> tuple[str, Callable[[str], str]]:
+    """(read, update-statement maker) for eSI/eDI at the address size."""
+    if addrsize == 32:
+        return f"r[{reg}]", lambda v: f"r[{reg}] = ({v}) & 0xFFFFFFFF"
+    return (f"(r[{reg}] & 0xFFFF)",
+            lambda v: f"r[{reg}] = (r[{reg}] & 0xFFFF0000) | (({v}) & 0xFFFF)")
+
+
+@semantics("movs", "cmps", "scas", "lods", "stos", "ins", "outs")
+def string(insn, cpu):
+    """Compile one (possibly repeated) string instruction."""
+    mnemonic = insn.mnemonic
+    memory = [op for op in insn.operands if isinstance(op, MemoryOperand)]
+    size = memory[0].size
+    bits = size * 8
+    source_segment = next((op.segment for op in memory if op.base == 6), 3)
+    addr16 = insn.addrsize == 16
+    si, set_si = _index(6, insn.addrsize)
+    di, set_di = _index(7, insn.addrsize)
+    rd, wr = f"cpu.rd{bits}", f"cpu.wr{bits}"
+
+    lines = ["r = cpu.r"]
+    rep = insn.rep
+    if rep:
+        lines += [f"c = r[1]{' & 0xFFFF' if addr16 else ''}", "if not c:", "    return"]
+    if mnemonic in ("ins", "outs"):
+        lines.append(IOPL_CHECK.strip())
+    lines.append(f"d = -{size} if cpu.flags & 0x400 else {size}")
+
+    compares = False
+    if mnemonic == "movs":
+        lines += [f"s = {si}", f"t = {di}", f"{wr}(0, t, {rd}(SEG, s))",
+                  set_si("s + d"), set_di("t + d")]
+    elif mnemonic == "cmps":
+        compares = True
+        lines += [f"s = {si}", f"t = {di}", f"a = {rd}(SEG, s)", f"b = {rd}(0, t)",
+                  "full = a - b", set_si("s + d"), set_di("t + d"),
+                  f"cpu.lf = (SUB, {bits}, a, b, full)"]
+    elif mnemonic == "scas":
+        compares = True
+        lines += [f"t = {di}", f"a = {_ACC_READ[size]}", f"b = {rd}(0, t)", "full = a - b",
+                  set_di("t + d"), f"cpu.lf = (SUB, {bits}, a, b, full)"]
+    elif mnemonic == "lods":
+        lines += [f"s = {si}", f"v = {rd}(SEG, s)", _ACC_STORE[size], set_si("s + d")]
+    elif mnemonic == "stos":
+        lines += [f"t = {di}", f"{wr}(0, t, {_ACC_READ[size]})", set_di("t + d")]
+    elif mnemonic == "ins":
+        # The port is read, then the memory written (and a fault there would
+        # re-read the port on restart, as on hardware).
+        ones = _MASK[bits]
+        lines += [f"t = {di}", "io = cpu.io",
+                  f"v = {ones:#x} if io is None else io.read(r[2] & 0xFFFF, {size}) & {ones:#x}",
+                  f"{wr}(0, t, v)", set_di("t + d")]
+    else:  # outs
+        lines += [f"s = {si}", f"v = {rd}(SEG, s)", "io = cpu.io", "if io is not None:",
+                  f"    io.write(r[2] & 0xFFFF, {size}, v)", set_si("s + d")]
+
+    if rep:
+        lines += ["c -= 1", "r[1] = (r[1] & 0xFFFF0000) | c" if addr16 else "r[1] = c"]
+        if compares:
+            # repe continues while ZF = 1 (equal), repne while ZF = 0.
+            zf_test = "not full & MASK" if rep == "rep" else "full & MASK"
+            lines += [f"if c and {zf_test}:", "    cpu.eip = HERE"]
+        else:
+            lines += ["if c:", "    cpu.eip = HERE"]
+    return build("\n".join(lines), SEG=source_segment, HERE=insn.address, MASK=_MASK[bits])
