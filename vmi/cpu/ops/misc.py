@@ -12,7 +12,9 @@ time, since the same code may run at different privilege levels.
   model and stepping >= 3 is the first signature on which software that follows
   Intel's rule for the SEP bit believes it (a Pentium Pro reports SEP without
   having SYSENTER; Linux 2.6.16 ``arch/i386/kernel/cpu/intel.c`` clears it
-  for family 6, model < 3, stepping < 3). EBX = ECX = 0.
+  for family 6, model < 3, stepping < 3). EBX[31:24] = the initial APIC ID,
+  which is the CPU's index in its machine (how an SMP kernel tells its CPUs
+  apart at boot); the rest of EBX and ECX are 0.
   EDX = 0x00000830: TSC (bit 4, rdtsc), MSR (bit 5, rdmsr/wrmsr) and SEP
   (bit 11, sysenter/sysexit). No FPU (bit 0): the interpreter has no x87
   unit. No VME, PSE, PAE, PGE, APIC, CMOV or CX8 either.
@@ -160,6 +162,8 @@ r = cpu.r
 leaf = r[0]
 values = LEAVES.get(leaf) or LEAVES[MAX]
 r[0], r[3], r[1], r[2] = values
+if values is LEAVES[1]:
+    r[3] = (cpu.index & 0xFF) << 24
 """
     return build(body, LEAVES=CPUID_LEAVES, MAX=CPUID_MAX_LEAF)
 
