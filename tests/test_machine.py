@@ -164,3 +164,38 @@ def test_triple_fault_stops_the_machine_with_a_reason():
     cpu.idtr = [0, 0]
     with pytest.raises(MachineStopped, match="shut down|triple fault"):
         machine.run(5)
+
+
+def test_sti_shadow_holds_a_pending_interrupt_for_exactly_one_instruction():
+    """SDM Vol.3A §6.8.1: after STI sets IF, the next instruction completes first."""
+    machine = flat_machine(schedule=[(0, 0, 0x30)])
+    cpu = machine.cpus[0]
+    machine.memory.load(0x1000, bytes.fromhex("fb9090"))  # sti ; nop ; nop
+    cpu.eflags = 0x2  # IF=0: the interrupt waits
+    assert machine.step() == (0, "instruction", 0x1000)  # sti
+    assert machine.step() == (0, "instruction", 0x1001)  # shadow: nop runs first
+    assert machine.step() == (0, "interrupt", 0x30)
+    assert machine.platform.interrupts[0][2] == 0x1002
+
+
+def test_sti_with_if_already_set_makes_no_shadow():
+    machine = flat_machine(schedule=[(1, 0, 0x30)])
+    machine.memory.load(0x1000, bytes.fromhex("fb9090"))
+    assert machine.step() == (0, "instruction", 0x1000)
+    assert machine.step() == (0, "interrupt", 0x30)
+
+
+def test_mov_ss_shadow_holds_interrupts_for_one_instruction():
+    """SDM Vol.3A §6.8.3: MOV SS blocks interrupts until after the next instruction
+    (shown in real mode, where any selector is a valid SS)."""
+    machine = Machine(memory_size=1 << 20, platform=RecordingPlatform())
+    cpu = machine.cpus[0]
+    cpu.eflags = 0x202
+    machine.memory.load(0xFFFF0, bytes.fromhex("8cd08ed09090"))  # mov %ss,%ax; mov %ax,%ss
+    assert machine.step() == (0, "instruction", 0xFFF0)
+    machine.pic.raise_vector(0, 0x31)
+    assert machine.step() == (0, "interrupt", 0x31)  # no shadow after a read of SS
+    assert machine.step() == (0, "instruction", 0xFFF2)  # mov %ax,%ss
+    machine.pic.raise_vector(0, 0x32)
+    assert machine.step() == (0, "instruction", 0xFFF4)  # held by the shadow
+    assert machine.step() == (0, "interrupt", 0x32)
