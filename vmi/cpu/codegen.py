@@ -17,11 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from vmi.cpu import flags as _flags
-from vmi.cpu.errors import CPUException
+from vmi.cpu.errors import CPUException, StopBatch
 
 #: Names every template may use.
 TEMPLATE_GLOBALS: dict[str, Any] = {
     "CPUException": CPUException,
+    "StopBatch": StopBatch,
     "ADD": _flags.ADD, "SUB": _flags.SUB, "LOGIC": _flags.LOGIC, "INC": _flags.INC,
     "DEC": _flags.DEC, "EXPLICIT": _flags.EXPLICIT, "SHL": _flags.SHL, "SHR": _flags.SHR,
     "PARITY": _flags.PARITY,

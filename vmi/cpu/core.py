@@ -15,7 +15,7 @@ from typing import Any
 from vmi.cpu import flags as fl
 from vmi.cpu import paging
 from vmi.cpu.decoder import decode
-from vmi.cpu.errors import CPUException, DecodeError, TruncatedInstruction
+from vmi.cpu.errors import CPUException, DecodeError, StopBatch, TruncatedInstruction
 from vmi.cpu.memory import Memory
 from vmi.cpu.operands import GPR8, GPR16, GPR32, SEGMENTS, Instruction
 
@@ -193,11 +193,48 @@ class CPU:
         """Execute up to ``max_steps`` instructions; stop early on ``hlt``.
 
         Returns the number of instructions retired. A fault leaves EIP on the
-        faulting instruction and goes to the platform, or propagates as a
-        ``CPUException`` when there is none.
+        faulting instruction and goes to the platform (and ``run`` returns if it
+        came before any instruction retired), or propagates as a
+        ``CPUException`` when there is none. With EFLAGS.TF set, every
+        instruction is followed by a single-step trap (#DB).
         """
-        if self.halted:
-            return 0
+        retired = 0
+        while retired < max_steps and not self.halted:
+            if self.flags & fl.TF:
+                done = self._run_single_stepping(max_steps - retired)
+            else:
+                done = self._run_fast(max_steps - retired)
+            if done == 0:
+                break
+            retired += done
+        return retired
+
+    def _run_single_stepping(self, max_steps: int) -> int:
+        """One instruction at a time while TF is set: after an instruction that
+        began with TF=1 and retired normally, a debug trap with DR6.BS set is
+        delivered (SDM Vol.3A §17.3.1.4). No trap follows a fault (the handler
+        runs instead) or INT n/INT3/INTO (they clear TF on the way in)."""
+        retired = 0
+        while retired < max_steps and not self.halted and self.flags & fl.TF:
+            before = self.instructions
+            entry = self.icache.get(self.eip) or self._compile_at(self.eip)
+            insn = getattr(entry[0], "insn", None)
+            done = self._run_fast(1)
+            retired += done
+            if done == 0 or self.instructions == before:
+                break  # a fault was delivered: its handler runs next
+            if insn is not None and insn.mnemonic in ("int", "int3", "into"):
+                continue
+            self.dr[6] |= 0x4000  # BS: the trap came from single-stepping
+            trap = CPUException(1, None, "single-step trap (EFLAGS.TF)")
+            trap.trap = True  # type: ignore[attr-defined]
+            if self.platform is None:
+                raise trap
+            self.platform.deliver_exception(self, trap)
+        return retired
+
+    def _run_fast(self, max_steps: int) -> int:
+        """The hot loop (see ``run``)."""
         cache = self.icache
         retired = 0
         eip = self.eip
@@ -214,7 +251,7 @@ class CPU:
                 self.cycles += cycles
             else:
                 retired = max_steps
-        except Halted:
+        except (Halted, StopBatch):
             retired += 1
             self.cycles += cycles
         except CPUException as exc:

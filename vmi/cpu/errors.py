@@ -51,3 +51,9 @@ class ProcessorShutdown(Exception):
     fault (a triple fault, SDM Vol.3A §6.15). Real mode raises
     ``vmi.cpu.realmode.Shutdown``, protected mode ``vmi.cpu.protected.TripleFault``;
     a machine stops on either with ``str(exc)`` as the reason."""
+
+
+class StopBatch(Exception):
+    """Raised by an instruction that has retired but changed something the run
+    loop's fast path does not watch (it set EFLAGS.TF): ``CPU.run`` returns and
+    the next call picks the right loop. Never leaves ``CPU.run``."""

@@ -290,5 +290,7 @@ def lret(insn: Instruction, cpu: Any) -> Template | Execute:
 @semantics("iret", "iretd")
 def iret(insn: Instruction, cpu: Any) -> Template | Execute:
     """``iret`` (16-bit frame) and ``iretd`` (32-bit frame)."""
-    return build("IRET(cpu, SIZE)", IRET=interrupt_return, SIZE=insn.opsize // 8)
+    # an IRET that sets TF leaves a fast batch (see popf and CPU.run)
+    return build("IRET(cpu, SIZE)\nif cpu.flags & 0x100:\n    raise StopBatch()",
+                 IRET=interrupt_return, SIZE=insn.opsize // 8)
 

@@ -159,6 +159,10 @@ def popf(insn, cpu):
         f"    m = {_POPF_NO_IF & low:#x}",
         f"cpu.flags = (f & ~m) | (v & m & {~fl.ARITH & 0xFFFFFFFF:#x}) | 2",
         f"cpu.lf = (EXPLICIT, 32, v & {fl.ARITH:#x}, 0, 0)",
+        # setting TF must leave a fast batch: single-stepping starts after the
+        # next instruction (SDM Vol.3A §17.3.1.4), which CPU.run handles
+        "if cpu.flags & 0x100:",
+        "    raise StopBatch()",
     ])
     return build(body)
 
