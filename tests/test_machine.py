@@ -199,3 +199,39 @@ def test_mov_ss_shadow_holds_interrupts_for_one_instruction():
     machine.pic.raise_vector(0, 0x32)
     assert machine.step() == (0, "instruction", 0xFFF4)  # held by the shadow
     assert machine.step() == (0, "interrupt", 0x32)
+
+
+def _timer_program() -> Machine:
+    """Real mode: program the PIT, enable interrupts, count in a loop; the IRQ 0
+    handler counts ticks in memory and sends an EOI."""
+    machine = Machine(memory_size=1 << 20)
+    # at F000:FFF0: jmp far 0000:1000
+    machine.memory.load(0xFFFF0, bytes.fromhex("ea00100000"))
+    main = (
+        "31c08ed88ed0bc0070"  # xor ax,ax; mov ds,ax; mov ss,ax; mov sp,0x7000
+        "c70680000020"  # mov word [0x80],0x2000  (vector 0x20 offset)
+        "c70682000000"  # mov word [0x82],0x0000  (segment)
+        "b034e643"  # mov al,0x34; out 0x43,al
+        "b005e640"  # mov al,5; out 0x40,al
+        "b000e640"  # mov al,0; out 0x40,al
+        "fb"  # sti
+        "4166ff060005ebf8"  # loop: inc cx; inc dword [0x500]; jmp loop
+    )
+    machine.memory.load(0x1000, bytes.fromhex(main))
+    handler = "ff060006" "b020e620" "cf"  # inc word [0x600]; mov al,0x20; out 0x20,al; iret
+    machine.memory.load(0x2000, bytes.fromhex(handler))
+    return machine
+
+
+def test_run_batches_give_exactly_the_steps_result():
+    """Machine.run's fast path must not move any interrupt by a single boundary."""
+    by_run, by_step = _timer_program(), _timer_program()
+    by_run.run(5000)
+    for _ in range(5000):
+        by_step.step()
+    a, b = by_run.cpus[0], by_step.cpus[0]
+    assert by_run.memory.read16(0x600) > 5  # the timer really interrupted the loop
+    assert a.state() == b.state()
+    assert (by_run.memory.array == by_step.memory.array).all()
+    assert by_run.steps == by_step.steps == 5000
+    assert by_run.pic.state() == by_step.pic.state()

@@ -22,6 +22,7 @@ They are deliberately small and documented, in the spirit of a PC:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 PIT_HZ = 1_193_182
@@ -113,8 +114,12 @@ class InterruptController:
 class IntervalTimer:
     """PIT channel 0 (see the module docstring). Off until the guest programs it."""
 
-    def __init__(self, cpus: int, cycles_per_tick: int = round(CPU_HZ / PIT_HZ)) -> None:
+    def __init__(self, cpus: int, cycles_per_tick: int = round(CPU_HZ / PIT_HZ),
+                 clock: Callable[[int], int] | None = None) -> None:
+        """``clock(i)`` reads CPU ``i``'s cycle counter, so that programming the
+        timer arms every CPU's first deadline one period from its own "now"."""
         self.cycles_per_tick = cycles_per_tick
+        self.clock = clock
         self.divisor = 0  # 0 = not programmed
         self.period = 0  # in CPU cycles
         self.deadline = [0] * cpus
@@ -139,17 +144,13 @@ class IntervalTimer:
     def _program(self, divisor: int) -> None:
         self.divisor = divisor or 0x10000  # 0 means 65536 on an 8254
         self.period = self.divisor * self.cycles_per_tick
-        self.deadline = [0] * len(self.deadline)  # re-armed by ``arm``
+        now = self.clock or (lambda _cpu: 0)
+        self.deadline = [now(i) + self.period for i in range(len(self.deadline))]
 
     def due(self, cpu: int, now: int) -> bool:
         """True (and re-armed) when CPU ``cpu``'s timer expired at cycle ``now``."""
         deadline = self.deadline[cpu]
-        if not self.period:
-            return False
-        if deadline == 0:
-            self.deadline[cpu] = now + self.period
-            return False
-        if now < deadline:
+        if not self.period or now < deadline:
             return False
         self.deadline[cpu] = deadline + self.period * (1 + (now - deadline) // self.period)
         self.ticks[cpu] += 1

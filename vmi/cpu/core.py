@@ -46,6 +46,7 @@ class CPU:
         "r", "eip", "flags", "lf", "sreg", "seg_base", "seg_limit", "cr", "cpl",
         "code_bits", "stack_bits", "mem", "icache", "cycles", "instructions", "halted", "msr",
         "platform", "io", "seg_attr", "shadow", "gdtr", "idtr", "ldtr", "tr", "dr", "tlb",
+        "batch_ended",
         "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
         "__weakref__",
     )
@@ -84,6 +85,7 @@ class CPU:
         # blocks delivery at the next boundary only (SDM Vol.3A §6.8.1, §6.8.3).
         # The machine clears it when the following instruction retires.
         self.shadow = False
+        self.batch_ended = False  # the last fast batch ended on hlt or StopBatch
         self.regs = Registers(self)
         memory.code_listeners.append(self.icache.clear)
         self.mode_changed()
@@ -189,8 +191,10 @@ class CPU:
         """Retire one instruction (or raise the exception it causes)."""
         self.run(1)
 
-    def run(self, max_steps: int) -> int:
-        """Execute up to ``max_steps`` instructions; stop early on ``hlt``.
+    def run(self, max_steps: int, *, stop_at_port_write: bool = False) -> int:
+        """Execute up to ``max_steps`` instructions; stop early on ``hlt`` (and,
+        when ``stop_at_port_write``, after an ``out``/``outs``: the machine's
+        quiet batches end where a device may have been programmed).
 
         Returns the number of instructions retired. A fault leaves EIP on the
         faulting instruction and goes to the platform (and ``run`` returns if it
@@ -200,6 +204,7 @@ class CPU:
         """
         retired = 0
         while retired < max_steps and not self.halted:
+            self.batch_ended = False
             if self.flags & fl.TF:
                 done = self._run_single_stepping(max_steps - retired)
             else:
@@ -207,6 +212,8 @@ class CPU:
             if done == 0:
                 break
             retired += done
+            if stop_at_port_write and self.batch_ended and not self.flags & fl.TF:
+                break
         return retired
 
     def _run_single_stepping(self, max_steps: int) -> int:
@@ -254,6 +261,7 @@ class CPU:
         except (Halted, StopBatch):
             retired += 1
             self.cycles += cycles
+            self.batch_ended = True
         except CPUException as exc:
             if getattr(exc, "trap", False):
                 retired += 1

@@ -66,6 +66,12 @@ def compile_instruction(insn: Instruction, cpu: Any) -> tuple[Execute, int]:
 
 
 # -- shared snippets ------------------------------------------------------------
+#: A port write may program a device that raises interrupts (the timer, the
+#: interrupt controller): the machine's batches must end there (``StopBatch``
+#: is raised after the instruction has done everything; ``CPU.run`` goes on).
+PORT_WRITE_ENDS_BATCH = "raise StopBatch()"
+
+
 def push_source(value: str, size: int, stack_bits: int) -> str:
     """Statements pushing expression ``value`` (``size`` bytes) onto SS:eSP.
 

@@ -45,7 +45,7 @@ from vmi.cpu.access import effective_address
 from vmi.cpu.core import Halted
 from vmi.cpu.errors import BP, BR, DB, GP, NM, OF, UD, CPUException
 from vmi.cpu.operands import Immediate
-from vmi.cpu.ops import build, semantics
+from vmi.cpu.ops import PORT_WRITE_ENDS_BATCH, build, semantics
 
 #: CPUID leaf -> (EAX, EBX, ECX, EDX).
 CPUID_LEAVES = {
@@ -258,6 +258,7 @@ def out(insn, cpu):
 io = cpu.io
 if io is not None:
     io.write({port}, {size}, {value})
+{PORT_WRITE_ENDS_BATCH}
 """
     return build(body, params)
 

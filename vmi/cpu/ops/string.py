@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vmi.cpu.operands import MemoryOperand
-from vmi.cpu.ops import build, semantics
+from vmi.cpu.ops import PORT_WRITE_ENDS_BATCH, build, semantics
 from vmi.cpu.ops.misc import IOPL_CHECK
 
 _MASK = {8: 0xFF, 16: 0xFFFF, 32: 0xFFFFFFFF}
@@ -100,4 +100,6 @@ def string(insn, cpu):
             lines += [f"if c and {zf_test}:", "    cpu.eip = HERE"]
         else:
             lines += ["if c:", "    cpu.eip = HERE"]
+    if mnemonic == "outs":
+        lines.append(PORT_WRITE_ENDS_BATCH)
     return build("\n".join(lines), SEG=source_segment, HERE=insn.address, MASK=_MASK[bits])
