@@ -1,0 +1,48 @@
+"""``vmi gdbserver``: serve a machine to gdb over the remote serial protocol.
+
+    python -m vmi gdbserver --program prog.S --port 1234
+    gdb -ex 'set architecture i386' -ex 'target remote :1234'
+
+The CPUs are gdb threads; ``monitor CMD`` runs a ``vmi debug`` command;
+``reverse-stepi`` and ``reverse-continue`` work. Only 127.0.0.1 is served
+unless ``--host`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import click
+
+from vmi.commands import UserError
+from vmi.commands.debug import machine_options, open_session
+
+
+@click.command("gdbserver")
+@machine_options
+@click.option("--port", default=1234, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0: any free port; the one chosen is printed).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (the default serves this machine only).")
+@click.option("--once", is_flag=True, help="Exit when the first client disconnects.")
+def command(cpus: int, program: str | None, base: str, macros: str, memory: str,
+            schedule: str | None, replay: str | None, interleaving: str | None, port: int,
+            host: str, once: bool) -> None:
+    """Serve a program (--program FILE.S) or the bundled kernel to gdb."""
+    from vmi.debugger.gdbstub import GdbServer
+
+    engine, banner = open_session(cpus, program, base, macros, memory, schedule, replay,
+                                  interleaving)
+    server = GdbServer(engine)
+    try:
+        chosen = server.listen(host, port)
+    except OSError as error:
+        raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    click.echo(banner.replace("'help' lists the commands.", "'monitor help' lists the "
+                              "commands."))
+    click.echo(f"listening on {host}:{chosen} (gdb: target remote {host}:{chosen})")
+    try:
+        server.serve(once=once)
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.close()
+        engine.close()

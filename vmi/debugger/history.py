@@ -1,0 +1,145 @@
+"""The debugger's timeline: periodic snapshots, the CPU of every step, and edits.
+
+Reverse execution here is the cheap recipe of a deterministic interpreter:
+the machine's state is a function of its state at an earlier step plus the
+steps in between, so going back to step ``t`` means restoring the nearest
+snapshot at or before ``t`` and re-executing up to ``t`` (DESIGN.md: same
+image + same schedule = the same trace, bit for bit).
+
+What a person changes by hand (a register, memory, an injected interrupt) is
+an *edit*: it is applied at a global step and kept on the timeline, so a
+replay that passes that step applies it again and the past stays what it was.
+An edit rewrites the future, so every snapshot and log entry after its step is
+forgotten.
+
+Snapshots are taken on arrival at a step, before that step's edits are
+applied; restoring one means: restore it, then apply the edits of its step.
+They copy the whole memory, so their number is bounded by a memory budget:
+when there are too many, the spacing doubles and every other one is dropped.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+from typing import Any
+
+from attrs import frozen
+
+#: Steps between snapshots at first (doubles when the memory budget is reached).
+DEFAULT_INTERVAL = 1000
+#: Memory the snapshots may take together, in bytes.
+DEFAULT_BUDGET = 192 << 20
+
+
+@frozen
+class Edit:
+    """A change made by hand at global step ``step``: ``apply(machine)`` makes it."""
+
+    step: int
+    description: str
+    apply: Callable[[Any], None]
+
+
+class History:
+    """Snapshots, per-step CPU log and edits of one machine (see the module docstring).
+
+    ``origin`` is the first step reverse execution can reach: the machine's step
+    counter when the history began. ``cpus[i]`` is the CPU that took step
+    ``origin + i`` (the step that led from ``origin + i`` to ``origin + i + 1``);
+    the log runs as far as the machine has been, and stays valid after a
+    reverse move because re-execution is deterministic.
+    """
+
+    def __init__(self, machine: Any, *, interval: int = DEFAULT_INTERVAL,
+                 budget: int = DEFAULT_BUDGET) -> None:
+        self.machine = machine
+        self.origin: int = machine.steps
+        self.interval = max(1, interval)
+        self.max_snapshots = max(4, budget // max(1, machine.memory.size))
+        self.snapshots: dict[int, tuple[dict[str, Any], Any]] = {}
+        self.cpus = array("B")
+        self.edits: dict[int, list[Edit]] = {}
+        self.take(self.origin)
+
+    # -- the log ----------------------------------------------------------------------
+    @property
+    def end(self) -> int:
+        """One past the last step whose CPU is known."""
+        return self.origin + len(self.cpus)
+
+    def note_step(self, step: int, cpu: int) -> None:
+        """CPU ``cpu`` took step ``step`` (the machine was at ``step`` before it)."""
+        index = step - self.origin
+        if index < len(self.cpus):
+            self.cpus[index] = cpu
+        elif index == len(self.cpus):
+            self.cpus.append(cpu)
+
+    def cpu_of(self, step: int) -> int | None:
+        index = step - self.origin
+        return self.cpus[index] if 0 <= index < len(self.cpus) else None
+
+    def last_step_of(self, cpu: int | None, before: int) -> int | None:
+        """The latest step ``< before`` taken by ``cpu`` (any CPU when None)."""
+        last = min(before, self.end) - 1
+        if cpu is None:
+            return last if last >= self.origin else None
+        for step in range(last, self.origin - 1, -1):
+            if self.cpus[step - self.origin] == cpu:
+                return step
+        return None
+
+    # -- snapshots ----------------------------------------------------------------------
+    def due(self, step: int) -> bool:
+        return (step - self.origin) % self.interval == 0 and step not in self.snapshots
+
+    def take(self, step: int) -> None:
+        """Snapshot the machine (and a platform that keeps state of its own) at ``step``."""
+        platform = self.machine.platform
+        platform_state = platform.snapshot() if callable(getattr(platform, "snapshot", None)) \
+            else None
+        self.snapshots[step] = (self.machine.snapshot(), platform_state)
+        if len(self.snapshots) > self.max_snapshots:
+            self._thin()
+
+    def _thin(self) -> None:
+        """Double the spacing and keep the snapshots on the new grid (and the origin)."""
+        while len(self.snapshots) > self.max_snapshots:
+            self.interval *= 2
+            self.snapshots = {step: snap for step, snap in self.snapshots.items()
+                              if step == self.origin or (step - self.origin) % self.interval == 0}
+
+    def nearest(self, step: int) -> int:
+        """The step of the latest snapshot at or before ``step``."""
+        return max(s for s in self.snapshots if s <= step)
+
+    def restore(self, step: int) -> None:
+        """Put the machine back at snapshot ``step`` and apply that step's edits."""
+        machine_state, platform_state = self.snapshots[step]
+        self.machine.restore(machine_state)
+        platform = self.machine.platform
+        if platform_state is not None and callable(getattr(platform, "restore", None)):
+            platform.restore(platform_state)
+        self.apply_edits(step)
+
+    # -- edits -------------------------------------------------------------------------
+    def apply_edits(self, step: int) -> None:
+        for edit in self.edits.get(step, ()):
+            edit.apply(self.machine)
+
+    def add_edit(self, edit: Edit) -> None:
+        """Keep ``edit`` on the timeline and forget the future it changes."""
+        self.edits.setdefault(edit.step, []).append(edit)
+        self.forget_after(edit.step)
+
+    def forget_after(self, step: int) -> None:
+        """Drop snapshots after ``step`` and the log from ``step`` on."""
+        self.snapshots = {s: snap for s, snap in self.snapshots.items() if s <= step}
+        keep = max(0, step - self.origin)
+        if keep < len(self.cpus):
+            del self.cpus[keep:]
+
+    def pending_edits(self) -> list[Edit]:
+        """Every edit on the timeline, in step order."""
+        return [edit for step in sorted(self.edits) for edit in self.edits[step]]
