@@ -1,7 +1,6 @@
 """End-to-end checks of the flat CPU on small programs."""
 
 from vmi.cpu import CPU
-from vmi.demo import DEMO_BASE, DEMO_CODE
 
 
 def test_alu_loop_matches_reference_values():
@@ -19,9 +18,22 @@ def test_alu_loop_matches_reference_values():
     assert cpu.regs.ebx == (-3000) & 0xFFFFFFFF
 
 
-def test_demo_program_computes_fibonacci():
+def test_fibonacci_program_halts_with_the_answer():
+    """Fibonacci(20) in a loop, passed on the stack to a subroutine that stores it
+    (the program `vmi run` ran before the guest kernel existed)::
+
+        mov $0x8000,%esp ; mov $20,%ecx ; xor %eax,%eax ; mov $1,%ebx
+    1:  mov %eax,%edx ; add %ebx,%eax ; mov %edx,%ebx ; dec %ecx ; jnz 1b
+        push %eax ; call 2f ; hlt
+    2:  mov 4(%esp),%edx ; mov %edx,0x9000 ; ret $4
+    """
+    code = bytes.fromhex(
+        "bc00800000b91400000031c0bb0100000089c201d889d34975f750e801000000f4"
+        "8b542404891500900000c20400"
+    )
     cpu = CPU.flat()
-    cpu.mem.load(DEMO_BASE, DEMO_CODE)
-    cpu.eip = DEMO_BASE
-    cpu.run(108)
-    assert cpu.regs.eax == 6765
+    cpu.mem.load(0x1000, code)
+    cpu.eip = 0x1000
+    cpu.run(200)
+    assert cpu.halted
+    assert cpu.regs.eax == 6765 and cpu.mem.read32(0x9000) == 6765

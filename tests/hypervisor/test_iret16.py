@@ -1,0 +1,106 @@
+"""The seed's deferred case: an IRET that lands on (or runs on) a 16-bit stack segment.
+Natively it works and loads only SP, keeping ESP[31:16] (the espfix problem, reference
+§4). Under the monitor the ROM's IRET detects it (LAR of the frame's SS and of the
+current SS: bit 22, B) and the monitor refuses it: a report, a count, and #GP(SS) in
+the guest at the IRET site, where the kernel's exception table applies. Never
+silent corruption."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.hypervisor.kit import KSEG16, KSEG16_BASE, KSTACK, SEG16, Guest
+
+KERNEL = """
+main:
+	cmpl $1, on_16bit_stack
+	jne 1f
+	movl %cs, %eax			# kernel RPL: 0 natively, 1 under the monitor
+	andl $3, %eax
+	orl $KSEG16, %eax
+	movl $0x1000, %esp
+	mov %ax, %ss			# a 16-bit kernel stack (espfix-like)
+1:	pushl $SEG16 | 3		# the user's 16-bit stack segment (B = 0)
+	pushl $0xABCD0100		# its ESP: only SP = 0x0100 is meaningful
+	pushl $0x202
+	pushl $USER_CS
+	pushl $USER_BASE
+	movl $0x5A5A5A5A, %eax
+iret_site:
+	IRET
+
+int_13:
+	movl %eax, eax_at_gp
+	popl gp_error
+	popl gp_eip
+	popl gp_cs
+	movl %cs, %eax			# back to the flat kernel stack before any ROM call:
+	andl $3, %eax			# VMI calls need a flat SS (reference §1)
+	orl $KERNEL_DS, %eax
+	mov %ax, %ss
+	movl $KSTACK - 256, %esp
+	CLI
+	hlt
+
+utrap_128:
+	movl 12(%esp), %eax		# the user's ESP as the return left it
+	movl %eax, user_esp
+	CLI
+	hlt
+
+.data
+on_16bit_stack: .long 0
+eax_at_gp: .long 0
+gp_error: .long 0
+gp_eip: .long 0
+gp_cs: .long 0
+user_esp: .long 0
+"""
+
+USER = """
+	movl %esp, %ebx
+	int $0x80
+"""
+
+
+def run(monitor: str | None, *, kernel_16bit: bool = False) -> Guest:
+    g = Guest(KERNEL, USER, monitor=monitor)
+    if kernel_16bit:
+        g.machine.memory.write32(g.sym("on_16bit_stack"), 1)
+    g.run()
+    assert g.stuck
+    return g
+
+
+def test_natively_the_return_keeps_the_kernel_esp_high_word() -> None:
+    g = run(None)
+    assert g.var("gp_eip") == 0  # no fault
+    # int $0x80 from a 16-bit stack pushes ESP whole: SP from the frame, the high
+    # word left over from the kernel's ESP after the pops (the espfix leak, §4)
+    assert g.var("user_esp") == (KSTACK & 0xFFFF0000) | 0x0100
+
+
+@pytest.mark.parametrize("kernel_16bit", [False, True])
+def test_refused_under_the_monitor(kernel_16bit: bool) -> None:
+    g = run("vmi", kernel_16bit=kernel_16bit)
+    stats = g.monitor.stats
+    assert stats.iret16_refused == 1
+    assert g.var("user_esp") == 0  # the user never ran
+    assert g.var("gp_eip") == g.sym("iret_site")  # #GP at the site, not in the ROM
+    assert g.var("gp_cs") == 0x61
+    assert g.var("eax_at_gp") == 0x5A5A5A5A  # registers as at the site
+    selector = (KSEG16 | 1) if kernel_16bit else (SEG16 | 3)
+    assert g.var("gp_error") == selector & 0xFFFC
+    assert len(stats.reports) == 2
+    assert ("running on the 16-bit stack segment" if kernel_16bit else
+            "to the 16-bit stack segment") in stats.reports[1]
+    assert f"{selector:#06x}" in stats.reports[1]
+    assert stats.injected == {"#GP": 1}
+    if kernel_16bit:  # the #GP frame went onto the 16-bit stack, by SP, under the frame
+        frame = KSEG16_BASE + 0x1000 - 20 - 16
+        assert g.words(frame, 3) == [selector & 0xFFFC, g.sym("iret_site"), 0x61]
+
+
+def test_natively_a_16bit_kernel_stack_returns_too() -> None:
+    g = run(None, kernel_16bit=True)
+    assert g.var("gp_eip") == 0 and g.var("user_esp") & 0xFFFF == 0x0100

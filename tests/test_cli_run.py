@@ -1,0 +1,62 @@
+"""``vmi run``: boots the guest kernel, runs the workload, summarises, exit status."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from vmi.cli import main
+
+REQUIRED_KEYS = {"mode", "cpus", "instructions", "cycles", "syscalls", "interrupts",
+                 "reschedules", "checks_failed", "exit_status"}
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, ["run", *args])
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_json_summary(cpus):
+    result = invoke("--cpus", str(cpus), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert REQUIRED_KEYS <= set(data)
+    assert data["mode"] == "native" and data["macros"] == "native" and data["cpus"] == cpus
+    assert data["exit_status"] == 0 and data["checks_failed"] == 0 and data["completed"]
+    assert data["instructions"] > 100_000 and data["cycles"] > data["instructions"]
+    assert data["syscalls"]["int80"] > 0 and data["syscalls"]["sysenter"] > 0
+    assert data["interrupts"] > 0 and data["reschedules"]["switches"] > 0
+    assert len(data["per_cpu"]) == cpus
+    assert {task["exit_code"] for task in data["tasks"]} == {0}
+
+
+def test_text_summary():
+    result = invoke("--seed", "5", "--macros", "vmi")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "vmi run: mode native, 1 CPU, kernel macro set vmi, seed 5" in out
+    assert "  | vmi guest kernel (Linux 2.6.16-style entry paths), macro set vmi" in out
+    for label in ("instructions", "cycles", "syscalls", "interrupts", "reschedules",
+                  "signals", "per CPU:", "tasks:"):
+        assert label in out
+    assert "checks        all held" in out
+
+
+def test_out_of_steps_is_a_failure():
+    result = invoke("--steps", "20000")
+    assert result.exit_code == 1
+    assert "FAILED" in result.output and "not finished after 20,000 steps" in result.output
+
+
+@pytest.mark.parametrize("mode", ["vmi", "naive"])
+def test_hypervisor_modes_are_refused_clearly(mode):
+    result = invoke("--mode", mode)
+    assert result.exit_code == 2
+    assert "hypervisor" in result.output and "Traceback" not in result.output
+
+
+def test_bad_cpu_count_is_a_usage_error():
+    result = invoke("--cpus", "5")
+    assert result.exit_code == 2 and "Traceback" not in result.output

@@ -1,0 +1,309 @@
+# traps.S -- what the entry paths call: the exception handlers with the
+# exception table, the interrupt handler and timer, the lazy FPU switch,
+# signal delivery, and the espfix set-up of ldt_ss.
+
+	.text
+
+# ---------------------------------------------------------------------------
+# Exceptions. do_trap(regs, error_code, vector | signal << 8):
+#   from user mode: the task is killed by `signal` (this kernel has no
+#   signal handlers) -- it exits with status 128 + signal;
+#   from kernel mode: the exception table may name a fixup for the faulting
+#   instruction (a user access, a segment reload, an IRET); otherwise the
+#   kernel oopses: the fault is reported, counted as a failed check, and
+#   every CPU stops.
+
+.macro DO_TRAP name, vector, signal
+ENTRY do_\name
+	movl $(\vector | (\signal << 8)), %ecx
+	jmp do_trap
+.endm
+
+	DO_TRAP divide_error, 0, SIGFPE
+	DO_TRAP debug, 1, 5
+	DO_TRAP nmi, 2, SIGSEGV
+	DO_TRAP int3, 3, 5
+	DO_TRAP overflow, 4, SIGSEGV
+	DO_TRAP bounds, 5, SIGSEGV
+	DO_TRAP invalid_op, 6, 4
+	DO_TRAP double_fault, 8, SIGSEGV
+	DO_TRAP coprocessor_segment_overrun, 9, SIGFPE
+	DO_TRAP invalid_TSS, 10, SIGSEGV
+	DO_TRAP segment_not_present, 11, 7
+	DO_TRAP stack_segment, 12, 7
+	DO_TRAP general_protection, 13, SIGSEGV
+	DO_TRAP spurious_interrupt_bug, 15, SIGSEGV
+	DO_TRAP coprocessor_error, 16, SIGFPE
+	DO_TRAP alignment_check, 17, 7
+	DO_TRAP machine_check, 18, SIGSEGV
+	DO_TRAP simd_coprocessor_error, 19, SIGFPE
+	# iret_exc: the IRET to user mode faulted; its frame is the user's
+	DO_TRAP iret_error, 32, SIGSEGV
+
+# #PF is an interrupt gate: CR2 is read before anything can fault again.
+ENTRY do_page_fault
+	movl %cr2, %ecx
+	movl %ecx, last_fault_address
+	movl $(14 | (SIGSEGV << 8)), %ecx
+	jmp do_trap
+
+ENTRY do_trap
+	pushl %ebx
+	pushl %esi
+	pushl %edi
+	movl %eax, %ebx			# regs
+	movl %edx, %esi			# error code
+	movl %ecx, %edi			# vector | signal << 8
+	CPU_STAT CPU_exceptions, %eax
+	movl CS(%ebx), %eax
+	andl $SEGMENT_RPL_MASK, %eax
+	cmpl $USER_RPL, %eax		# user_mode(): CS & 3 == 3 (VMI patch 11/24)
+	je user_fault
+	movl %ebx, %eax
+	call fixup_exception
+	testl %eax, %eax
+	jz 1f
+	popl %edi
+	popl %esi
+	popl %ebx
+	ret
+1:	movl %ebx, %eax
+	movl %esi, %edx
+	movl %edi, %ecx
+	jmp die
+
+# user_fault (from do_trap, registers as there): report and kill the task.
+user_fault:
+	call console_lock
+	pushl %eax
+	movl $msg_task, %eax
+	call put_str
+	GET_THREAD_INFO %eax
+	movl TI_task(%eax), %eax
+	movl TASK_pid(%eax), %eax
+	call put_dec
+	movl $msg_killed_vector, %eax
+	call put_str
+	movl %edi, %eax
+	andl $0xFF, %eax
+	call put_dec
+	movl $msg_error, %eax
+	call put_str
+	movl %esi, %eax
+	call put_hex
+	movl $msg_at, %eax
+	call put_str
+	movl EIP(%ebx), %eax
+	call put_hex
+	movl $msg_signal, %eax
+	call put_str
+	movl %edi, %eax
+	shrl $8, %eax
+	call put_dec
+	movl $msg_newline, %eax
+	call put_str
+	popl %eax
+	call console_unlock
+	lock incl user_faults
+	movl %edi, %eax
+	shrl $8, %eax
+	addl $128, %eax
+	jmp do_exit
+
+# die(regs, error_code, vector): an exception the kernel cannot handle.
+ENTRY die
+	movl %eax, %ebx
+	movl %edx, %esi
+	movl %ecx, %edi
+	call console_lock
+	movl $msg_oops, %eax
+	call put_str
+	movl %edi, %eax
+	andl $0xFF, %eax
+	call put_dec
+	movl $msg_error, %eax
+	call put_str
+	movl %esi, %eax
+	call put_hex
+	movl $msg_at, %eax
+	call put_str
+	movl CS(%ebx), %eax
+	call put_hex
+	movl $':', %eax
+	call put_char
+	movl EIP(%ebx), %eax
+	call put_hex
+	movl $msg_newline, %eax
+	call put_str
+	xorl %eax, %eax			# leave the console locked: nothing follows
+	lock incl kernel_oopses
+	lock incl checks_failed
+	movl $1, system_halted
+	jmp halt_this_cpu
+
+# fixup_exception(regs) -> 1 if the faulting EIP has an entry in __ex_table
+# (then regs->eip = its fixup), else 0.
+ENTRY fixup_exception
+	movl EIP(%eax), %edx
+	movl $__start___ex_table, %ecx
+1:	cmpl $__stop___ex_table, %ecx
+	jae 3f
+	cmpl (%ecx), %edx
+	je 2f
+	addl $8, %ecx
+	jmp 1b
+2:	movl 4(%ecx), %edx
+	movl %edx, EIP(%eax)
+	lock incl exception_fixups
+	movl $1, %eax
+	ret
+3:	xorl %eax, %eax
+	ret
+
+
+# ---------------------------------------------------------------------------
+# External interrupts. do_IRQ(regs): the vector is ~ORIG_EAX. irq_enter and
+# irq_exit bracket the handler with HARDIRQ_OFFSET in preempt_count. Every
+# vector is acknowledged to the interrupt controller (non-specific EOI).
+ENTRY do_IRQ
+	pushl %ebx
+	pushl %esi
+	GET_THREAD_INFO %ebx
+	addl $HARDIRQ_OFFSET, TI_preempt_count(%ebx)
+	movl ORIG_EAX(%eax), %esi
+	notl %esi			# the vector
+	CPU_STAT CPU_irqs, %edx
+	cmpl $TIMER_VECTOR, %esi
+	jne 1f
+	call timer_interrupt
+	jmp 2f
+1:	CPU_STAT CPU_spurious, %edx
+2:	movb $PIC_EOI, %al
+	outb %al, $PORT_PIC
+	subl $HARDIRQ_OFFSET, TI_preempt_count(%ebx)
+	popl %esi
+	popl %ebx
+	ret
+
+# timer_interrupt: one tick on this CPU. Each task's time slice is one tick:
+# the tick asks for a reschedule of whatever runs (scheduler_tick).
+ENTRY timer_interrupt
+	cmpl $0, system_halted
+	jne halt_this_cpu
+	CPU_STAT CPU_ticks, %edx
+	GET_THREAD_INFO %edx
+	cmpl $0, TI_cpu(%edx)
+	jne 1f
+	incl jiffies
+1:	lock orl $_TIF_NEED_RESCHED, TI_flags(%edx)
+	ret
+
+
+# ---------------------------------------------------------------------------
+# The lazy FPU switch. CR0.TS is set whenever the task on a CPU does not own
+# the FPU; its first x87 instruction then raises #NM and lands here (from
+# device_not_available, interrupts off): clear TS, give the task a fresh
+# FPU context (fninit) or its saved one (frstor), and mark it the owner
+# (TS_USEDFPU) so that __switch_to saves the context and sets TS again.
+ENTRY math_state_restore
+	clts
+	GET_THREAD_INFO %edx
+	movl TI_task(%edx), %ecx
+	cmpl $0, TASK_used_math(%ecx)
+	jne 1f
+	fninit
+	movl $1, TASK_used_math(%ecx)
+	jmp 2f
+1:	frstor TASK_i387(%ecx)
+2:	orl $TS_USEDFPU, TI_status(%edx)
+	lock incl TASK_nm_traps(%ecx)
+	CPU_STAT CPU_nm_traps, %edx
+	ret
+
+# math_emulate(regs): CR0.EM is never set by this kernel; treat as SIGFPE.
+ENTRY math_emulate
+	movl $(7 | (SIGFPE << 8)), %ecx
+	jmp do_trap
+
+
+# ---------------------------------------------------------------------------
+# do_notify_resume(regs, 0, work flags): signal delivery, reduced to its
+# bookkeeping. This kernel has no signal handlers: each pending signal is
+# recorded for the task (count and last number) and cleared. TIF_SIGPENDING
+# is cleared before the pending set is taken, so a signal sent meanwhile
+# sets it again and is seen on the next return to user mode.
+ENTRY do_notify_resume
+	testl $_TIF_SIGPENDING, %ecx
+	jz 9f
+	pushl %ebx
+	GET_THREAD_INFO %edx
+	lock andl $~_TIF_SIGPENDING, TI_flags(%edx)
+	movl TI_task(%edx), %ebx
+	xorl %eax, %eax
+	xchgl %eax, TASK_sigpending(%ebx)	# take and clear the pending set
+	CPU_STAT CPU_signals, %edx
+1:	testl %eax, %eax
+	jz 2f
+	bsfl %eax, %ecx
+	btrl %ecx, %eax
+	incl TASK_signals(%ebx)
+	movl %ecx, TASK_last_signal(%ebx)
+	lock incl signals_delivered
+	jmp 1b
+2:	popl %ebx
+9:	ret
+
+# do_syscall_trace(regs, entryexit): there is no tracer; count the call and
+# drop the single-step note.
+ENTRY do_syscall_trace
+	lock incl syscall_traces
+	GET_THREAD_INFO %edx
+	lock andl $~_TIF_SINGLESTEP, TI_flags(%edx)
+	ret
+
+
+# ---------------------------------------------------------------------------
+# setup_x86_bogus_stack(stk): ldt_ss's espfix set-up (the scheme of 2.6.10 -
+# 2.6.18, reference section 4). On entry the pt_regs frame lies at stk + 8.
+#   1. move the frame down to stk, freeing 8 bytes above it for `switch16`;
+#   2. copy the IRET frame (EIP, CS, EFLAGS, OLDESP, OLDSS: 20 bytes) to the
+#      top of this CPU's small 16-bit stack, under an 8-byte `switch32`
+#      pointer back to the kernel stack (kept for a fault handler to find);
+#   3. switch16 = ((user ESP & 0xFFFF0000) | offset of that copy) :
+#      __ESPFIX_SS. ldt_ss loads it with lss after RESTORE_REGS: SP then
+#      addresses the copy and ESP[31:16] is the user's already, so the
+#      IRET, which loads only SP, leaves the user its own ESP[31:16].
+ENTRY setup_x86_bogus_stack
+	pushl %ebx
+	pushl %esi
+	pushl %edi
+	movl %eax, %edx			# stk
+	leal 8(%edx), %esi
+	movl %edx, %edi
+	movl $(PT_REGS_SIZE / 4), %ecx
+	cld
+	rep movsl			# 1. (overlapping, downwards: forward copy)
+	GET_CPU %ebx
+	shll $10, %ebx			# * CPU_16BIT_STACK_SIZE
+	addl $cpu_16bit_stack, %ebx	# the base of __ESPFIX_SS on this CPU
+	leal EIP(%edx), %ecx		# 2. switch32: where ESP would be at the IRET
+	movl %ecx, (CPU_16BIT_STACK_SIZE - 8)(%ebx)
+	KERNEL_RPL %ecx
+	orl $__KERNEL_DS, %ecx
+	movl %ecx, (CPU_16BIT_STACK_SIZE - 4)(%ebx)
+	leal EIP(%edx), %esi
+	leal (CPU_16BIT_STACK_SIZE - 8 - 20)(%ebx), %edi
+	movl $5, %ecx
+	rep movsl
+	movl OLDESP(%edx), %ecx		# 3. switch16
+	andl $0xFFFF0000, %ecx
+	orl $(CPU_16BIT_STACK_SIZE - 8 - 20), %ecx
+	movl %ecx, PT_REGS_SIZE(%edx)
+	KERNEL_RPL %ecx
+	orl $__ESPFIX_SS, %ecx
+	movl %ecx, (PT_REGS_SIZE + 4)(%edx)
+	CPU_STAT CPU_espfix, %ecx
+	popl %edi
+	popl %esi
+	popl %ebx
+	ret

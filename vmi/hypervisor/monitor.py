@@ -1,0 +1,916 @@
+"""The VMI monitor: a platform (``deliver_exception``, ``deliver_interrupt``; see
+``vmi.cpu.platform``) that runs a guest kernel deprivileged at ring 1 with IOPL 0 and
+the real IF always 1, as the 32-bit hypervisors of 2006 did, behind the ROM of
+``rom.S``. docs/hypervisor.md describes the whole design; in short:
+
+* **Before Init** a CPU runs natively (the monitor hands its events to the native
+  platform), standing in for the full-virtualisation phase before a guest opts in.
+  The guest finds the ROM by its signature and calls Init (call 4) at CPL 0 with
+  paging on; the first Init patches every annotated hook site of the images given to
+  the monitor; each Init deprivileges its CPU: virtual copies of CR0-CR4, GDTR, IDTR,
+  TR, LDTR and the SYSENTER MSRs; a shadow GDT and page directory (``shadow``); CPL 1.
+* **Trap and emulate**: #GP from a privileged instruction at ring 1 is decoded and
+  done on the virtual state (``emulate``); a user ``sysenter`` (the real
+  IA32_SYSENTER_CS is 0) is done from the virtual MSRs.
+* **Injection**: external interrupts, the guest's exceptions and ``int $0x80`` are
+  delivered through the guest's own IDT by building the native frame (EIP, CS,
+  EFLAGS with the virtual IF in bit 9, ESP/SS from ring 3, error code) on the guest
+  kernel stack (esp0 read from the guest's TSS at that moment) and entering the
+  handler at ring 1; an interrupt gate clears the virtual IF.
+* **Virtual IF**: a word in the shared page. An interrupt that arrives while it is 0
+  becomes pending (in memory, with a flag the ROM tests); the ROM's Enable,
+  SetInterruptMask, IRET and SYSEXIT take pending events through hypercalls, and
+  every exit ends by delivering what is deliverable.
+* **The window** (the seed's IRET race): an interrupt that arrives while EIP is in
+  the ROM's IRET or SYSEXIT window is handled by the policy: ``defer`` (lguest: run
+  the guest to the end of the window, then deliver), ``fixup`` (Xen: deliver on the
+  frame the IRET was returning through, as if the IRET had completed, so the exit
+  path re-runs), ``none`` (ignore the window: the race happens).
+* **16-bit stacks**: the ROM's IRET refuses a return on or to a 16-bit stack
+  segment (the seed's deferred case): the monitor reports it and raises #GP at the
+  site.
+* **Costs**: every exit adds a documented number of cycles (``EXIT_COSTS``) to the
+  CPU's counter and is counted by kind (``MonitorStats``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from attrs import define, field
+
+from vmi.cpu import paging
+from vmi.cpu.descriptors import (
+    SegmentDescriptor,
+    UnsupportedSystemFeature,
+    cache_of,
+    describe,
+    fetch_descriptor,
+    idt_error,
+    is_null,
+    read_gate,
+    read_linear32,
+    selector_error,
+)
+from vmi.cpu.errors import (
+    DF,
+    GP,
+    NP,
+    PF,
+    SS,
+    TS,
+    UD,
+    VECTOR_NAMES,
+    CPUException,
+    DecodeError,
+)
+from vmi.cpu.platform import NativePlatform
+from vmi.cpu.protected import (
+    CONTRIBUTORY,
+    ERROR_CODE_VECTORS,
+    TripleFault,
+    is_software,
+    refresh,
+    software_instruction_start,
+)
+from vmi.hypervisor import emulate, layout, shadow
+from vmi.hypervisor.errors import MonitorRefusal
+from vmi.hypervisor.patcher import PatchedSite, SkippedSite, patch_sites
+from vmi.hypervisor.rom import Rom, Window, build_rom
+from vmi.hypervisor.vcpu import VirtualCPU
+
+M32 = 0xFFFFFFFF
+ES, CS, SS_REG, DS, FS, GS = range(6)
+EFLAGS_TF, EFLAGS_IF, EFLAGS_IOPL, EFLAGS_NT = 0x100, 0x200, 0x3000, 0x4000
+EFLAGS_RF, EFLAGS_VM = 0x10000, 0x20000
+POLICIES = ("defer", "fixup", "none")
+MODES = ("vmi", "naive")
+
+#: Cycles an exit adds to the CPU's counter, by kind. The round trip into a monitor
+#: and back costs about an i486 INT to an inner level (71 cycles) plus an IRET to an
+#: outer level (36): 107; the kinds add the monitor's own work on top.
+EXIT_COSTS = {
+    "trap": 107,  # a guest exception (or int n) taken by the monitor and reflected
+    "emulation": 107 + 50,  # a privileged instruction decoded and emulated
+    "interrupt": 107,  # an external interrupt taken by the monitor
+    "rom_call": 107,  # a hypercall from the ROM (its ud2)
+    "shadow": 107 + 60,  # a hidden fault: shadow directory or GDT refreshed, retried
+}
+#: Building one native frame in software: about what the hardware delivery it
+#: replaces costs on an i486 (INT through an interrupt gate, 71 cycles).
+FRAME_COST = 71
+#: Rewriting a window's state for a fixup delivery (a few loads and stores).
+FIXUP_COST = 20
+#: At most this many guest instructions are stepped to leave a window (``defer``);
+#: the ROM's windows are straight-line code of a handful of instructions.
+WINDOW_STEP_LIMIT = 32
+
+
+@define
+class MonitorStats:
+    """What the monitor counted (``as_dict()`` is what ``vmi run --json`` prints)."""
+
+    exits: Counter[str] = field(factory=Counter)
+    exit_cycles: int = 0
+    emulated: Counter[str] = field(factory=Counter)
+    hypercalls: Counter[str] = field(factory=Counter)
+    injected: Counter[str] = field(factory=Counter)  # by vector name
+    frames: int = 0
+    pending_recorded: int = 0
+    deferred: int = 0
+    fixups: int = 0
+    nested_in_window: int = 0
+    stale_pending: int = 0
+    iret16_refused: int = 0
+    unimplemented_calls: Counter[int] = field(factory=Counter)
+    patched: list[PatchedSite] = field(factory=list)
+    skipped: list[SkippedSite] = field(factory=list)
+    reports: list[str] = field(factory=list)
+
+    @property
+    def patched_sites(self) -> int:
+        return len(self.patched)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exits": dict(sorted(self.exits.items())),
+            "exit_cycles": self.exit_cycles,
+            "emulated": dict(sorted(self.emulated.items())),
+            "hypercalls": dict(sorted(self.hypercalls.items())),
+            "injected": dict(sorted(self.injected.items())),
+            "frames": self.frames,
+            "pending_recorded": self.pending_recorded,
+            "deferred": self.deferred,
+            "fixups": self.fixups,
+            "nested_in_window": self.nested_in_window,
+            "stale_pending": self.stale_pending,
+            "iret16_refused": self.iret16_refused,
+            "unimplemented_calls": {str(k): v for k, v in self.unimplemented_calls.items()},
+            "patched_sites": self.patched_sites,
+            "skipped_sites": len(self.skipped),
+            "reports": list(self.reports),
+        }
+
+
+def _vector_name(vector: int) -> str:
+    return VECTOR_NAMES.get(vector, f"{vector:#04x}")
+
+
+class VMIMonitor:
+    """The monitor (see the module docstring). ``policy`` is ``defer``, ``fixup`` or
+    ``none``; ``mode`` is ``vmi`` (patched images, the ROM's windows known) or
+    ``naive`` (the ``naive`` macro set's inline hooks: nothing is patched and no
+    window is known, so the policy is ``none``). ``programs`` are the guest images
+    whose ``annotations`` the first Init patches (anything with an ``annotations``
+    attribute of ``vmi.asm.Annotation`` records).
+
+    Attach it to a machine with ``attach(machine)`` (or use ``vmi.hypervisor.boot``).
+    """
+
+    #: The most cycles one exit adds (``vmi.machine`` batches boundaries with it).
+    max_exit_cycles = max(EXIT_COSTS.values()) * 2 + FRAME_COST * 8 + FIXUP_COST
+
+    def __init__(self, *, policy: str = "defer", mode: str = "vmi",
+                 programs: Iterable[Any] = ()) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r} (choose one of {', '.join(MODES)})")
+        if policy not in POLICIES:
+            raise ValueError(f"unknown window policy {policy!r} (choose one of "
+                             f"{', '.join(POLICIES)})")
+        self.mode = mode
+        self.policy = policy if mode == "vmi" else "none"
+        self.rom: Rom = build_rom()
+        self.annotations = [note for program in programs
+                            for note in getattr(program, "annotations", ())]
+        self.native = NativePlatform()
+        self.stats = MonitorStats()
+        #: Called with ``(vector, kind)`` for each event handed to the monitor (kind
+        #: "exception" or "interrupt"), as ``NativePlatform.trace`` (the debugger's
+        #: ``catch exception`` listens here).
+        self.trace: Callable[[int, str], None] | None = None
+        self.machine: Any = None
+        self._vcpus: dict[int, VirtualCPU] = {}
+        self._hypercall_offsets = self.rom.hypercalls
+        symbols = self.rom.symbols
+        self._iret_pop = symbols["vmi_iret_pop"]
+        self._iret_drop = symbols["vmi_iret_drop"]
+        self._iret_insn = symbols["vmi_iret_insn"]
+        self._sysexit_insn = symbols["vmi_sysexit_insn"]
+
+    # -- setting up ---------------------------------------------------------------------
+    def attach(self, machine: Any) -> VMIMonitor:
+        """Become ``machine``'s platform: write the ROM into the option-ROM hole, clear
+        the monitor's pages, and take every CPU's events from now on."""
+        if len(machine.cpus) > layout.MAX_CPUS:
+            raise ValueError(f"the monitor has room for {layout.MAX_CPUS} CPUs, the "
+                             f"machine has {len(machine.cpus)}")
+        mem = machine.memory
+        if mem.size < layout.MONITOR_PHYSICAL_END:
+            raise ValueError("the monitor needs at least 1 MiB of memory")
+        mem.write_bytes(layout.ROM_PHYSICAL, self.rom.image)
+        end = layout.cpu_page(len(machine.cpus) - 1, layout.PER_CPU_PAGES - 1) + 0x1000
+        mem.write_bytes(layout.GLOBAL_PHYSICAL, bytes(end - layout.GLOBAL_PHYSICAL))
+        self.machine = machine
+        machine.platform = self
+        for cpu in machine.cpus:
+            cpu.platform = self
+        return self
+
+    def vcpu(self, cpu: Any) -> VirtualCPU:
+        v = self._vcpus.get(cpu.index)
+        if v is None or v.mem is not cpu.mem:
+            v = self._vcpus[cpu.index] = VirtualCPU(cpu.mem, cpu.index)
+        return v
+
+    def active(self, cpu: Any) -> bool:
+        """Whether ``cpu`` runs deprivileged under the monitor (it called Init)."""
+        return bool(self.vcpu(cpu).active)
+
+    # -- for the debugger (docs/debugger.md, "Hooks for the hypervisor") ----------------
+    def annotate(self, machine: Any, cpu: Any) -> list[str]:
+        """Lines the debugger prints under a CPU's state: whether it runs under the
+        monitor, the virtual IF, pending events, and the ROM window EIP is in."""
+        vcpu = self.vcpu(cpu)
+        if not vcpu.active:
+            return [f"vmi: native (Init not called); policy {self.policy}, mode {self.mode}"]
+        pending = vcpu.pending
+        vectors = ",".join(f"{v:#x}" for v in range(256) if pending >> v & 1) or "none"
+        line = (f"vmi: ring {cpu.cpl} under the monitor, virtual IF "
+                f"{'on' if vcpu.interrupts_enabled else 'off'}, pending {vectors}")
+        lines = [line]
+        window = self.rom.window_at((cpu.seg_base[CS] + cpu.eip) & M32)
+        if window is not None and cpu.cpl == 1:
+            lines.append(f"vmi: inside the {window.name.upper()} window "
+                         f"[{window.start:#x}, {window.end:#x}) (policy {self.policy})")
+        return lines
+
+    def snapshot(self) -> MonitorStats:
+        """The monitor's state outside guest memory (its statistics: the virtual
+        processor state is in memory and travels with ``Machine.snapshot``)."""
+        return copy.deepcopy(self.stats)
+
+    def restore(self, state: MonitorStats) -> None:
+        self.stats = copy.deepcopy(state)
+
+    # -- accounting ---------------------------------------------------------------------
+    def _exit(self, cpu: Any, kind: str) -> None:
+        cost = EXIT_COSTS[kind]
+        self.stats.exits[kind] += 1
+        self.stats.exit_cycles += cost
+        cpu.cycles += cost
+        if kind == "rom_call":
+            return  # the ROM's Enable comes here on purpose, with the IF on and events
+        vcpu = self.vcpu(cpu)
+        if vcpu.pending and vcpu.interrupts_enabled and not cpu.halted:
+            # an event waited although the guest had interrupts on: it was left
+            # behind by a window (policy none) or an inline naive hook
+            self.stats.stale_pending += 1
+
+    def _charge(self, cpu: Any, cycles: int) -> None:
+        self.stats.exit_cycles += cycles
+        cpu.cycles += cycles
+
+    def report(self, text: str) -> None:
+        self.stats.reports.append(text)
+
+    # -- the platform ---------------------------------------------------------------------
+    def deliver_exception(self, cpu: Any, exc: CPUException) -> None:
+        if self.trace is not None:
+            self.trace(exc.vector, "exception")
+        vcpu = self.vcpu(cpu)
+        if not vcpu.active:
+            if exc.vector == UD and cpu.cpl == 0 and self._hypercall_name(cpu) == "init":
+                self._exit(cpu, "rom_call")
+                self.stats.hypercalls["init"] += 1
+                self._init(cpu, vcpu)
+                return
+            self.native.deliver_exception(cpu, exc)
+            return
+        if cpu.cpl == 0:
+            raise MonitorRefusal(f"cpu{cpu.index} is at CPL 0 under the monitor")
+        vector = exc.vector
+        if vector == UD and cpu.cpl == 1:
+            name = self._hypercall_name(cpu)
+            if name is not None:
+                self._exit(cpu, "rom_call")
+                self.stats.hypercalls[name] += 1
+                self._hypercall(cpu, vcpu, name)
+                self._resume(cpu, vcpu)
+                return
+        if vector == GP and not is_software(exc) and self._try_emulate(cpu, vcpu):
+            self._resume(cpu, vcpu)
+            return
+        if vector == PF and not is_software(exc):
+            if shadow.sync_entry(cpu.mem, vcpu.cr3, vcpu.index, cpu.cr[2] >> 22):
+                self._exit(cpu, "shadow")
+                paging.flush_tlb(cpu)
+                cpu.icache.clear()
+                return
+        if vector in (GP, NP, SS, TS) and exc.error_code and not is_software(exc):
+            if self.rebuild_gdt(cpu, vcpu):  # a descriptor the guest changed: retry
+                self._exit(cpu, "shadow")
+                return
+        self._exit(cpu, "trap")
+        self._reflect(cpu, vcpu, exc)
+        self._resume(cpu, vcpu)
+
+    def deliver_interrupt(self, cpu: Any, vector: int) -> None:
+        if self.trace is not None:
+            self.trace(vector, "interrupt")
+        vcpu = self.vcpu(cpu)
+        if not vcpu.active:
+            self.native.deliver_interrupt(cpu, vector)
+            return
+        self._exit(cpu, "interrupt")
+        if vcpu.add_pending(vector):
+            self.stats.pending_recorded += 1
+        self._resume(cpu, vcpu)
+
+    # -- resuming the guest: deliver what is deliverable, under the window policy -------
+    def _resume(self, cpu: Any, vcpu: VirtualCPU) -> None:
+        if not vcpu.pending:
+            return
+        window = self._window(cpu)
+        if window is not None:
+            if self.policy == "defer":
+                self.stats.deferred += 1
+                self._leave_window(cpu)
+            elif self.policy == "fixup":
+                frame, eax = self._window_frame(cpu, window)
+                if self._frame_enables(cpu, window, frame):
+                    self.stats.fixups += 1
+                    self._charge(cpu, FIXUP_COST)
+                    self._deliver_on_frame(cpu, vcpu, frame, eax)
+                return
+        while vcpu.pending and vcpu.interrupts_enabled:
+            if self._window(cpu) is not None:
+                self.stats.nested_in_window += 1
+            vector = vcpu.take_pending()
+            assert vector is not None
+            self._inject(cpu, vcpu, vector, None, external=True)
+
+    def _window(self, cpu: Any) -> Window | None:
+        if self.mode != "vmi" or cpu.cpl != 1:
+            return None
+        return self.rom.window_at((cpu.seg_base[CS] + cpu.eip) & M32)
+
+    def _leave_window(self, cpu: Any) -> None:
+        """``defer``: run the guest until its EIP has left the window (the lguest rule:
+        no injection inside ``[noirq_start, noirq_end)``, reference §3), as a monitor
+        would by single-stepping it; the instructions retire on the CPU as usual."""
+        for _ in range(WINDOW_STEP_LIMIT):
+            if self._window(cpu) is None or cpu.halted:
+                return
+            cpu.run(1)
+        raise MonitorRefusal(f"cpu{cpu.index} did not leave the ROM window at "
+                             f"{cpu.eip:#x} within {WINDOW_STEP_LIMIT} instructions")
+
+    def _window_frame(self, cpu: Any, window: Window | None) -> tuple[int, int | None]:
+        """Where the frame the window is returning through lies, and the guest's EAX if
+        the ROM still holds it on the stack (the table of Xen's fixup, reference §2:
+        what the window has popped so far, read from EIP)."""
+        eip = (cpu.seg_base[CS] + cpu.eip) & M32
+        esp = cpu.r[4]
+        if window is self.rom.sysexit_window or eip == self.rom.symbols["hc_sysexit_pending"]:
+            return esp, None  # the ROM-built frame is complete at ESP
+        if eip <= self._iret_pop or eip == self.rom.symbols["hc_iret_pending"]:
+            return (esp + 8) & M32, int(cpu.rd32(SS_REG, esp))
+        if eip == self._iret_drop:
+            return (esp + 4) & M32, None
+        return esp, None  # at the iret itself
+
+    def _frame_enables(self, cpu: Any, window: Window, frame: int) -> bool:
+        """Whether completing the window turns the virtual IF on: SYSEXIT always does;
+        IRET if the frame's EFLAGS image has IF."""
+        if window is self.rom.sysexit_window:
+            return True
+        return bool(cpu.rd32(SS_REG, (frame + 8) & M32) & EFLAGS_IF)
+
+    # -- hypercalls ------------------------------------------------------------------------
+    def _hypercall_name(self, cpu: Any) -> str | None:
+        """The hypercall whose ``ud2`` is at CS:EIP (found by its physical address in
+        the ROM, whatever the mapping it was called through), or None."""
+        linear = (cpu.seg_base[CS] + cpu.eip) & M32
+        if cpu.cr[0] & 0x80000000:
+            physical = shadow.walk(cpu.mem, cpu.cr[3], cpu.cr[4], linear)
+        else:
+            physical = linear
+        if physical is None:
+            return None
+        offset = physical - layout.ROM_PHYSICAL
+        if not 0 <= offset < layout.ROM_SIZE:
+            return None
+        name = self._hypercall_offsets.get(offset)
+        if name is None and offset in self.rom.unimplemented:
+            return "unimplemented"
+        return name
+
+    def _return_from_call(self, cpu: Any) -> int:
+        """Finish the ``call ROM+32*N`` as the ROM's ``ret`` would; returns the site."""
+        ret = int(cpu.rd32(SS_REG, cpu.r[4]))
+        cpu.r[4] = (cpu.r[4] + 4) & M32
+        cpu.eip = ret
+        return (ret - 5) & M32
+
+    def _hypercall(self, cpu: Any, vcpu: VirtualCPU, name: str) -> None:
+        try:
+            if name == "init":
+                cpu.r[0] = 0  # already deprivileged: nothing to do
+                self._return_from_call(cpu)
+            elif name == "wrmsr":
+                emulate.write_guest_msr(cpu, vcpu, cpu.r[1], cpu.r[2] << 32 | cpu.r[0])
+                self._return_from_call(cpu)
+            elif name == "rdmsr":
+                value = emulate.read_guest_msr(cpu, vcpu, cpu.r[1])
+                cpu.r[0], cpu.r[2] = value & M32, value >> 32 & M32
+                self._return_from_call(cpu)
+            elif name == "clts":
+                emulate.emulate_clts(self, cpu, vcpu, None)
+                self._return_from_call(cpu)
+            elif name == "halt":
+                self._return_from_call(cpu)
+                self.halt(cpu, vcpu)
+            elif name == "sti_pending":
+                self._return_from_call(cpu)  # the virtual IF is on: _resume delivers
+            elif name in ("iret_pending", "sysexit_pending"):
+                self._take_on_window_frame(cpu, vcpu)
+            elif name == "iret16":
+                self._refuse_iret16(cpu, vcpu)
+            else:
+                self._unimplemented_call(cpu, vcpu)
+        except CPUException as fault:  # an MSR the guest may not use, a bad stack...
+            self._reflect(cpu, vcpu, fault)
+
+    def _take_on_window_frame(self, cpu: Any, vcpu: VirtualCPU) -> None:
+        """The ROM's IRET or SYSEXIT found events pending while it was about to enable
+        the virtual IF: deliver the first one on the frame it was returning through
+        ("IRET enabling IF takes the pending interrupt", reference §2 pv-ops)."""
+        frame, eax = self._window_frame(cpu, None)
+        self._deliver_on_frame(cpu, vcpu, frame, eax)
+
+    def _refuse_iret16(self, cpu: Any, vcpu: VirtualCPU) -> None:
+        """An IRET on or to a 16-bit stack segment (the seed: no hypervisor support
+        for IRETs that land on a 16-bit stack): undo the ROM's work so the state is
+        the site's, report, and raise #GP naming the 16-bit stack segment at the
+        site, where the kernel's exception table sends it to its iret fault path."""
+        mask = M32 if cpu.stack_bits == 32 else 0xFFFF
+        sp = cpu.r[4] & mask
+        eax = int(cpu.rd32(SS_REG, sp))
+        ret = int(cpu.rd32(SS_REG, (sp + 4) & mask))
+        frame = (sp + 8) & mask
+        current_ss = cpu.sreg[SS_REG]
+        if cpu.stack_bits == 16:
+            selector = current_ss
+        else:
+            selector = int(cpu.rd32(SS_REG, (frame + 16) & mask)) & 0xFFFF
+        site = (ret - 5) & M32
+        cpu.r[0] = eax
+        cpu.r[4] = (cpu.r[4] & ~mask & M32) | frame
+        cpu.eip = site
+        vcpu.vif = 0  # the kernel calls IRET with interrupts off (entry.S restore_all)
+        self.stats.iret16_refused += 1
+        where = ("running on the 16-bit stack segment" if cpu.stack_bits == 16 else
+                 "to the 16-bit stack segment")
+        self.report(f"cpu{cpu.index}: IRET at {site:#010x} {where} {selector:#06x} refused "
+                    f"(not supported under VMI, as the seed says); "
+                    f"#GP({selector & 0xFFFC:#x}) raised in the guest")
+        self._inject(cpu, vcpu, GP, selector & 0xFFFC)
+
+    def _unimplemented_call(self, cpu: Any, vcpu: VirtualCPU) -> None:
+        linear = (cpu.seg_base[CS] + cpu.eip) & M32
+        call = (linear - layout.ROM_LINEAR) // layout.SLOT_SIZE
+        site = self._return_from_call(cpu)
+        cpu.r[4] = (cpu.r[4] - 4) & M32  # leave the stack as at the site
+        cpu.eip = site
+        self.stats.unimplemented_calls[call] += 1
+        self.report(f"cpu{cpu.index}: VMI call {call} (from {site:#010x}) is not "
+                    "implemented by this ROM; #UD raised in the guest")
+        self._inject(cpu, vcpu, UD, None)
+
+    # -- Init: patch, then deprivilege ----------------------------------------------------------
+    def _init(self, cpu: Any, vcpu: VirtualCPU) -> None:
+        """VMI_Init at CPL 0 (reference §1 "Binding"): needs protected mode with paging;
+        returns EAX = 0 and the CPU at ring 1, or EAX = 1 and nothing changed."""
+        if not cpu.cr[0] & 0x1 or not cpu.cr[0] & 0x80000000 or cpu.flags & EFLAGS_VM:
+            cpu.r[0] = 1
+            self._return_from_call(cpu)
+            self.report(f"cpu{cpu.index}: Init refused: paging is off")
+            return
+        mem = cpu.mem
+        glob = layout.GLOBAL_PHYSICAL
+        if self.mode == "vmi" and not mem.read32(glob + layout.GLOBAL_PATCHED):
+            cr3, cr4 = cpu.cr[3], cpu.cr[4]
+            patched, skipped = patch_sites(
+                mem, lambda linear: shadow.walk(mem, cr3, cr4, linear), self.annotations)
+            self.stats.patched += patched
+            self.stats.skipped += skipped
+            for site in skipped:
+                self.report(f"site {site.site:#010x} (call {site.call}) not patched: "
+                            f"{site.reason}")
+            mem.write32(glob + layout.GLOBAL_PATCHED, 1)
+            mem.write32(glob + layout.GLOBAL_PATCHED_SITES, len(patched))
+        self._return_from_call(cpu)  # still at CPL 0, on the guest's stack
+        # the virtual processor: what the guest had set up natively
+        for page in (vcpu.shared, vcpu.private):
+            mem.write_bytes(page, bytes(0x1000))
+        vcpu.set_cr0(cpu.cr[0])
+        vcpu.cr2, vcpu.cr3, vcpu.cr4 = cpu.cr[2], cpu.cr[3], cpu.cr[4]
+        vcpu.shared_cr2, vcpu.shared_cr3, vcpu.shared_cr4 = cpu.cr[2], cpu.cr[3], cpu.cr[4]
+        vcpu.gdt_base, vcpu.gdt_limit = cpu.gdtr
+        vcpu.idt_base, vcpu.idt_limit = cpu.idtr
+        vcpu.tr_selector, vcpu.tr_base, vcpu.tr_limit = cpu.tr[:3]
+        vcpu.ldt_selector, vcpu.ldt_base, vcpu.ldt_limit = cpu.ldtr[:3]
+        vcpu.set_sysenter_cs(cpu.msr.get(emulate.MSR_SYSENTER_CS, 0) & M32)
+        vcpu.sysenter_esp = cpu.msr.get(emulate.MSR_SYSENTER_ESP, 0) & M32
+        vcpu.sysenter_eip = cpu.msr.get(emulate.MSR_SYSENTER_EIP, 0) & M32
+        vcpu.vif = cpu.flags & EFLAGS_IF
+        vcpu.shared_cpu = cpu.index
+        # the real processor: shadow paging structures, shadow GDT, ring 1
+        shadow.init_top_table(mem, vcpu.index)
+        shadow.sync_directory(mem, vcpu.cr3, vcpu.index)
+        from vmi.cpu.ops import system
+
+        system.write_cr(cpu, 3, vcpu.pd)
+        system.write_cr(cpu, 4, vcpu.cr4 & emulate.CR4_MIRRORED)
+        system.write_cr(cpu, 0, emulate.real_cr0(vcpu.cr0))
+        mem.write_bytes(vcpu.gdt, bytes(0x1000))
+        self.rebuild_gdt(cpu, vcpu)
+        # no real IDT: every event comes to the monitor; a stray native delivery
+        # would find an empty table and shut the processor down, loudly
+        cpu.idtr[:] = [layout.MONITOR_LINEAR + 0x1000, 0]
+        cpu.msr[emulate.MSR_SYSENTER_CS] = 0
+        for seg in (ES, SS_REG, DS, FS, GS):
+            selector = cpu.sreg[seg]
+            if seg == SS_REG:
+                selector = (selector & 0xFFFC) | 1
+            self._load_shadow(cpu, seg, selector)
+        vcpu.active = 1
+        cpu.cpl = 1
+        self._load_shadow(cpu, CS, (cpu.sreg[CS] & 0xFFFC) | 1)
+        cpu.flags = (cpu.flags & ~EFLAGS_IOPL) | EFLAGS_IF
+        cpu.r[0] = 0
+        cpu.mode_changed()
+        refresh(cpu)
+        self.report(f"cpu{cpu.index}: Init: running at ring 1 under the monitor "
+                    f"(policy {self.policy}, mode {self.mode})")
+
+    def _load_shadow(self, cpu: Any, seg: int, selector: int) -> None:
+        """Load a segment register from the shadow GDT (or the guest's LDT) without the
+        checks of a guest load: the monitor vouches for it."""
+        selector &= 0xFFFF
+        if is_null(selector) and seg != CS:
+            cpu.sreg[seg] = selector
+            cpu.seg_base[seg] = 0
+            cpu.seg_limit[seg] = 0
+            cpu.seg_attr[seg] = 0x10000  # unusable
+            return
+        desc = fetch_descriptor(cpu, selector)
+        if desc is None:
+            raise MonitorRefusal(f"{('ES', 'CS', 'SS', 'DS', 'FS', 'GS')[seg]} selector "
+                                 f"{selector:#x} is beyond the guest's descriptor table")
+        base, limit, attr = cache_of(desc)
+        if seg == CS and base != cpu.seg_base[CS]:
+            cpu.icache.clear()
+        cpu.sreg[seg] = selector
+        cpu.seg_base[seg], cpu.seg_limit[seg], cpu.seg_attr[seg] = base, limit, attr
+
+    # -- the guest's tables -------------------------------------------------------------------
+    def rebuild_gdt(self, cpu: Any, vcpu: VirtualCPU) -> bool:
+        """Rebuild the shadow GDT from the guest's; True when it changed. The processor
+        reads a descriptor table only when it loads a selector, so a guest table that
+        is not mapped now (a boot GDT behind an identity map the kernel has dropped)
+        is not an error: the shadow stays as it was until the table can be read.
+        The real GDTR points at the shadow with the guest's limit."""
+        cpu.gdtr[:] = [layout.SHADOW_GDT_LINEAR, vcpu.gdt_limit]
+        try:
+            return shadow.build_shadow_gdt(
+                cpu.mem, lambda linear: read_linear32(cpu, linear), vcpu.gdt_base,
+                vcpu.gdt_limit, vcpu.gdt)
+        except CPUException:
+            return False
+
+    def load_cr3(self, cpu: Any, vcpu: VirtualCPU) -> None:
+        """A guest CR3 load: copy its page directory into the shadow, reload the real
+        CR3 (which flushes the TLB), and refresh the shadow GDT (context switches are
+        where a kernel changes per-task descriptors)."""
+        from vmi.cpu.ops import system
+
+        shadow.sync_directory(cpu.mem, vcpu.cr3, vcpu.index)
+        system.write_cr(cpu, 3, vcpu.pd)
+        self.rebuild_gdt(cpu, vcpu)
+
+    def guest_descriptor(self, cpu: Any, vcpu: VirtualCPU,
+                         selector: int) -> SegmentDescriptor | None:
+        """The descriptor ``selector`` names in the guest's own GDT or LDT, or None
+        beyond the limit."""
+        if selector & 4:
+            if is_null(vcpu.ldt_selector):
+                return None
+            base, limit = vcpu.ldt_base, vcpu.ldt_limit
+        else:
+            base, limit = vcpu.gdt_base, vcpu.gdt_limit
+        offset = selector & 0xFFF8
+        if offset + 7 > limit:
+            return None
+        address = (base + offset) & M32
+        return SegmentDescriptor(selector & 0xFFFF, address, read_linear32(cpu, address),
+                                 read_linear32(cpu, address + 4))
+
+    def _guest_gate(self, cpu: Any, vcpu: VirtualCPU, vector: int) -> Any:
+        """IDT entry ``vector`` of the guest's IDT (the virtual IDTR), or None."""
+        saved = cpu.idtr
+        cpu.idtr = [vcpu.idt_base, vcpu.idt_limit]
+        try:
+            return read_gate(cpu, vector)
+        finally:
+            cpu.idtr = saved
+
+    # -- emulation ------------------------------------------------------------------------------
+    def _try_emulate(self, cpu: Any, vcpu: VirtualCPU) -> bool:
+        """Emulate the instruction at CS:EIP if it is one a deprivileged guest may
+        execute; False to reflect the #GP instead."""
+        try:
+            insn = cpu.fetch(cpu.eip)
+        except (DecodeError, CPUException):
+            return False
+        mnemonic = insn.mnemonic
+        if cpu.cpl == 3:
+            if mnemonic != "sysenter":
+                return False
+            handler = emulate.emulate_sysenter
+        elif cpu.cpl == 1:
+            handler = emulate.EMULATED.get(mnemonic)  # type: ignore[assignment]
+            if handler is None:
+                return False
+            if mnemonic == "mov" and not any(getattr(op, "kind", "") in ("cr", "dr")
+                                             for op in insn.operands):
+                return False
+        else:
+            return False
+        self._exit(cpu, "emulation")
+        self.stats.emulated[mnemonic] += 1
+        try:
+            handler(self, cpu, vcpu, insn)
+        except CPUException as fault:
+            self._reflect(cpu, vcpu, fault)
+            return True
+        if mnemonic not in emulate.TRANSFERS:
+            cpu.eip = insn.next_address & (M32 if cpu.code_bits == 32 else 0xFFFF)
+        return True
+
+    def finish_transfer(self, cpu: Any, eip: int) -> None:
+        """After an emulated SYSENTER or SYSEXIT changed CS, SS and CPL: set EIP and let
+        the processor re-derive its accessors."""
+        cpu.eip = eip & M32
+        cpu.icache.clear()
+        refresh(cpu)
+
+    def halt(self, cpu: Any, vcpu: VirtualCPU) -> None:
+        """HLT (or the Halt call): idle the virtual CPU until an event. With the virtual
+        IF off that is forever (``cli; hlt``); the real IF is then cleared too, so the
+        machine sees a CPU nothing can wake, as natively."""
+        if vcpu.interrupts_enabled and vcpu.pending:
+            return  # _resume delivers at once: the CPU halts and wakes at the same time
+        cpu.halted = True
+        if not vcpu.interrupts_enabled:
+            vcpu.halted_cli = 1
+            cpu.flags &= ~EFLAGS_IF
+
+    # -- reflection and injection --------------------------------------------------------------
+    def _reflect(self, cpu: Any, vcpu: VirtualCPU, exc: CPUException) -> None:
+        """Deliver a guest exception through the guest's IDT. A fault on the ROM's IRET
+        or SYSEXIT ``iret`` is reported at the call site with the stack as it was
+        there, so the kernel's exception table (``1: IRET`` -> ``iret_exc``) applies:
+        the ROM was entered by call so the site is known (reference §1, VMI_IRET)."""
+        if exc.vector == PF:
+            vcpu.cr2 = cpu.cr[2]
+            vcpu.shared_cr2 = cpu.cr[2]
+        if cpu.cpl == 1 and not getattr(exc, "trap", False):
+            linear = (cpu.seg_base[CS] + cpu.eip) & M32
+            if linear == self._iret_insn:
+                ret = int(cpu.rd32(SS_REG, (cpu.r[4] - 4) & M32))
+                cpu.eip = (ret - 5) & M32
+                vcpu.vif = 0  # as before the call (restore_all runs with interrupts off)
+            elif linear == self._sysexit_insn:
+                ret = int(cpu.rd32(SS_REG, (cpu.r[4] + 20) & M32))
+                cpu.eip = (ret - 5) & M32
+                cpu.r[4] = (cpu.r[4] + 24) & M32
+        self._inject(cpu, vcpu, exc.vector, exc.error_code, software=is_software(exc))
+
+    def _inject(self, cpu: Any, vcpu: VirtualCPU, vector: int, error_code: int | None, *,
+                software: bool = False, external: bool = False) -> None:
+        """Deliver ``vector`` into the guest, resolving faults raised on the way by the
+        double-fault rules (SDM Vol.3A §6.15), as ``vmi.cpu.protected.deliver`` does."""
+        chain: list[tuple[int, int | None, str]] = [
+            (vector, error_code, "(interrupt)" if external else "(int n)" if software else "")]
+        benign = external or software or (vector not in CONTRIBUTORY and vector not in (PF, DF))
+        ext = 0 if software else 1
+        while True:
+            try:
+                self._inject_once(cpu, vcpu, vector, error_code, software, ext)
+                return
+            except CPUException as nested:
+                if nested.vector == PF and shadow.sync_entry(
+                        cpu.mem, vcpu.cr3, vcpu.index, cpu.cr[2] >> 22):
+                    # the guest's stack, IDT or TSS lies behind a directory entry the
+                    # shadow had not seen: a hidden fault; deliver again
+                    self._exit(cpu, "shadow")
+                    paging.flush_tlb(cpu)
+                    continue
+                chain.append((nested.vector, nested.error_code, nested.detail))
+                if software:
+                    start = software_instruction_start(cpu)
+                    if start is not None:
+                        cpu.eip = start
+                if vector == DF:
+                    cpu.halted = True
+                    raise TripleFault(cpu, chain) from None
+                if _double(vector, benign, nested.vector):
+                    vector, error_code = DF, 0
+                    chain.append((DF, 0, "(the two exceptions above make a double fault)"))
+                else:
+                    vector, error_code = nested.vector, nested.error_code
+                benign = vector not in CONTRIBUTORY and vector not in (PF, DF)
+                software = False
+                ext = 1
+
+    def _handler_of(self, cpu: Any, vcpu: VirtualCPU, vector: int, software: bool,
+                    ext: int) -> tuple[Any, int]:
+        """The guest's gate for ``vector`` and the real (RPL 1) selector of its handler,
+        with the checks of SDM Vol.3A §6.12.1 made against the guest's tables and the
+        guest's privilege (ring 0 for the kernel, 3 for user)."""
+        gate = self._guest_gate(cpu, vcpu, vector)
+        if gate is None:
+            raise CPUException(GP, idt_error(vector, ext), f"vector {vector:#x} beyond the "
+                               f"guest IDT limit {vcpu.idt_limit:#x}")
+        if gate.kind == "task":
+            raise UnsupportedSystemFeature(f"guest IDT entry {vector:#x} is a task gate")
+        if gate.kind == "invalid":
+            raise CPUException(GP, idt_error(vector, ext),
+                               f"guest IDT entry {vector:#x} has type {gate.type}")
+        if gate.bits != 32:
+            raise MonitorRefusal(f"guest IDT entry {vector:#x} is a 16-bit gate")
+        guest_cpl = 3 if cpu.cpl == 3 else 0
+        if software and gate.dpl < guest_cpl:
+            raise CPUException(GP, idt_error(vector, 0),
+                               f"int {vector:#x} at CPL {guest_cpl} through a DPL "
+                               f"{gate.dpl} gate")
+        if not gate.present:
+            raise CPUException(NP, idt_error(vector, ext),
+                               f"guest IDT entry {vector:#x} not present")
+        selector = gate.selector
+        if is_null(selector):
+            raise CPUException(GP, ext, f"guest IDT entry {vector:#x} names a null selector")
+        desc = self.guest_descriptor(cpu, vcpu, selector)
+        if desc is None:
+            raise CPUException(GP, selector_error(selector, ext),
+                               f"handler CS {selector:#x} beyond the guest's table")
+        if not desc.is_code:
+            raise CPUException(GP, selector_error(selector, ext), f"handler CS: {describe(desc)}")
+        if desc.dpl != 0 or desc.conforming:
+            raise MonitorRefusal(f"guest handler of vector {vector:#x} is not ring-0 "
+                                 f"non-conforming code: {describe(desc)}")
+        if not desc.present:
+            raise CPUException(NP, selector_error(selector, ext), f"not present: {describe(desc)}")
+        return gate, (selector & 0xFFFC) | 1
+
+    def _inject_once(self, cpu: Any, vcpu: VirtualCPU, vector: int, error_code: int | None,
+                     software: bool, ext: int) -> None:
+        """Build the native frame on the guest kernel stack and enter the handler at
+        ring 1 (SDM Vol.3A §6.12.1, Figure 6-4; reference §5 fact 6): from ring 3 the
+        stack is the guest TSS's ss0:esp0, read now (Linux writes tss.esp0 with a plain
+        store at each context switch); the EFLAGS image carries the virtual IF."""
+        gate, handler_cs = self._handler_of(cpu, vcpu, vector, software, ext)
+        has_error = not software and vector in ERROR_CODE_VECTORS
+        from_user = cpu.cpl == 3
+        values: list[int] = []
+        ss_desc = None
+        new_ss = esp0 = 0
+        if from_user:
+            ss0, esp0 = self._guest_stack0(cpu, vcpu, ext)
+            guest_ss = self.guest_descriptor(cpu, vcpu, ss0)
+            if guest_ss is None or not guest_ss.writable or guest_ss.dpl != 0 or ss0 & 3:
+                raise CPUException(TS, selector_error(ss0, ext), f"guest TSS ss0 {ss0:#x} is "
+                                   "not a writable ring-0 data segment")
+            if not guest_ss.present:
+                raise CPUException(SS, selector_error(ss0, ext), f"not present: "
+                                   f"{describe(guest_ss)}")
+            new_ss = (ss0 & 0xFFFC) | 1
+            ss_desc = fetch_descriptor(cpu, new_ss)
+            assert ss_desc is not None
+            base, limit, attr = cache_of(ss_desc)
+            bits = 32 if ss_desc.big else 16
+            start = esp0
+            values += [cpu.sreg[SS_REG], cpu.r[4]]
+            stack_error = selector_error(ss0, ext)
+        else:
+            base, limit, attr = (cpu.seg_base[SS_REG], cpu.seg_limit[SS_REG],
+                                 cpu.seg_attr[SS_REG])
+            bits = cpu.stack_bits
+            start = cpu.r[4]
+            stack_error = ext
+        image = (cpu.eflags & ~EFLAGS_IF) | (EFLAGS_IF if vcpu.interrupts_enabled else 0)
+        values += [image, cpu.sreg[CS], cpu.eip]
+        if has_error:
+            values.append(error_code or 0)
+        mask = M32 if bits == 32 else 0xFFFF
+        offsets = [(start - 4 * (i + 1)) & mask for i in range(len(values))]
+        if not all(paging.offset_allowed(limit, attr, off, 4, True) for off in offsets):
+            raise CPUException(SS, stack_error, f"no room for the {4 * len(values)}-byte "
+                               f"frame of vector {vector:#x} on the guest kernel stack")
+        handler_desc = fetch_descriptor(cpu, handler_cs)
+        assert handler_desc is not None
+        if gate.offset > handler_desc.limit:
+            raise CPUException(GP, ext, f"handler EIP {gate.offset:#x} beyond the CS limit")
+        for off, value in zip(offsets, values, strict=True):
+            paging.write_linear(cpu, (base + off) & M32, 4, value & M32, user=False)
+        # commit
+        if from_user:
+            assert ss_desc is not None
+            self._load_shadow(cpu, SS_REG, new_ss)
+            cpu.r[4] = offsets[-1] if bits == 32 else (esp0 & ~mask & M32) | offsets[-1]
+        else:
+            cpu.r[4] = offsets[-1] if bits == 32 else (cpu.r[4] & ~mask & M32) | offsets[-1]
+        self._enter_handler(cpu, vcpu, gate, handler_cs)
+        self.stats.frames += 1
+        self.stats.injected[_vector_name(vector)] += 1
+        self._charge(cpu, FRAME_COST)
+
+    def _guest_stack0(self, cpu: Any, vcpu: VirtualCPU, ext: int) -> tuple[int, int]:
+        """ss0 and esp0 of the guest's TSS (offsets 8 and 4 of a 32-bit TSS; SDM Vol.3A
+        §7.2.1), read from guest memory at this moment."""
+        selector = vcpu.tr_selector
+        if is_null(selector):
+            raise CPUException(TS, ext, "the guest has loaded no task register (ltr)")
+        if vcpu.tr_limit < 11:
+            raise CPUException(TS, selector_error(selector, ext),
+                               f"ss0/esp0 beyond the guest TSS limit {vcpu.tr_limit:#x}")
+        esp0 = read_linear32(cpu, vcpu.tr_base + 4)
+        ss0 = read_linear32(cpu, vcpu.tr_base + 8) & 0xFFFF
+        return ss0, esp0
+
+    def _enter_handler(self, cpu: Any, vcpu: VirtualCPU, gate: Any, handler_cs: int) -> None:
+        """CS:EIP from the gate at ring 1; TF, VM, RF, NT cleared; an interrupt gate
+        clears the virtual IF (SDM Vol.3A §6.12.1.2)."""
+        self._load_shadow(cpu, CS, handler_cs)
+        cpu.cpl = 1
+        cpu.eip = gate.offset
+        cpu.flags &= ~(EFLAGS_TF | EFLAGS_VM | EFLAGS_RF | EFLAGS_NT)
+        cpu.flags |= EFLAGS_IF
+        if gate.kind == "interrupt":
+            vcpu.vif = 0
+        vcpu.halted_cli = 0
+        cpu.shadow = False
+        cpu.halted = False
+        refresh(cpu)
+
+    def _deliver_on_frame(self, cpu: Any, vcpu: VirtualCPU, frame: int,
+                          eax: int | None) -> None:
+        """Deliver the first pending event with the frame an IRET (or the ROM's
+        SYSEXIT) was returning through as its frame, in place: the state is that of
+        an interrupt taken at the first boundary after the return (its frame holds
+        exactly what the native delivery would push: EIP, CS, EFLAGS with IF set,
+        and ESP, SS for ring 3), and the kernel's exit path runs again from its
+        handler, so work the event raised is seen before the return to user space
+        (the Xen merge of reference §2; the frames' registers were already popped,
+        so only EAX, which the ROM still holds, is restored)."""
+        vector = vcpu.take_pending()
+        if vector is None:
+            return
+        try:
+            gate, handler_cs = self._handler_of(cpu, vcpu, vector, False, 1)
+        except CPUException as fault:
+            vcpu.add_pending(vector)
+            self._reflect(cpu, vcpu, fault)
+            return
+        if eax is not None:
+            cpu.r[0] = eax
+        image = int(cpu.rd32(SS_REG, (frame + 8) & M32))
+        cpu.r[4] = frame
+        # the live flags as the return would have left them (the ROM clobbered the
+        # arithmetic ones); IF stays 1 and IOPL 0 in the real register
+        cpu.eflags = (image & ~(EFLAGS_IF | EFLAGS_IOPL)) | EFLAGS_IF
+        self._enter_handler(cpu, vcpu, gate, handler_cs)
+        self.stats.injected[_vector_name(vector)] += 1
+
+
+def _double(first: int, first_benign: bool, second: int) -> bool:
+    """SDM Vol.3A §6.15, Table 6-5 (as ``vmi.cpu.protected``)."""
+    if first_benign:
+        return False
+    if first in CONTRIBUTORY:
+        return second in CONTRIBUTORY
+    if first == PF:
+        return second in CONTRIBUTORY or second == PF
+    return False
+
+
+def boot(machine: Any, programs: Iterable[Any] = (), *, policy: str = "defer",
+         mode: str = "vmi") -> VMIMonitor:
+    """Make a ``VMIMonitor`` for ``programs`` (the guest images, for the patcher) and
+    attach it to ``machine``. The guest then boots as it does natively and opts in by
+    calling Init (``layout.CALL_INIT``) on every CPU."""
+    return VMIMonitor(policy=policy, mode=mode, programs=programs).attach(machine)
