@@ -235,3 +235,15 @@ def test_run_batches_give_exactly_the_steps_result():
     assert (by_run.memory.array == by_step.memory.array).all()
     assert by_run.steps == by_step.steps == 5000
     assert by_run.pic.state() == by_step.pic.state()
+
+
+def test_sti_hlt_in_a_batch_wakes_on_the_next_interrupt():
+    """A batched run must leave no stale shadow: cli; sti; hlt then an interrupt."""
+    machine = flat_machine()
+    cpu = machine.cpus[0]
+    machine.memory.load(0x1000, bytes.fromhex("fafbf4"))
+    cpu.eip = 0x1000
+    machine.run(10)
+    assert cpu.halted and not cpu.shadow
+    machine.pic.raise_vector(0, 0x20)
+    assert machine.step() == (0, "interrupt", 0x20)

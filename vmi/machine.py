@@ -240,7 +240,7 @@ class Machine:
 
     def _run_quietly(self, cpu: CPU, count: int) -> int:
         try:
-            ran = cpu.run(count, stop_at_port_write=True)
+            ran = cpu.run(count, stop_on_event_change=True)
         except CPUException as exc:
             raise MachineStopped(f"cpu{cpu.index}: {exc} at eip={cpu.eip:#x} "
                                  "(no platform delivers exceptions)") from None

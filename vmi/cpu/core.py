@@ -191,10 +191,10 @@ class CPU:
         """Retire one instruction (or raise the exception it causes)."""
         self.run(1)
 
-    def run(self, max_steps: int, *, stop_at_port_write: bool = False) -> int:
+    def run(self, max_steps: int, *, stop_on_event_change: bool = False) -> int:
         """Execute up to ``max_steps`` instructions; stop early on ``hlt`` (and,
-        when ``stop_at_port_write``, after an ``out``/``outs``: the machine's
-        quiet batches end where a device may have been programmed).
+        when ``stop_on_event_change``, after a port write or an instruction that
+        makes an interrupt shadow: the machine's quiet batches end there).
 
         Returns the number of instructions retired. A fault leaves EIP on the
         faulting instruction and goes to the platform (and ``run`` returns if it
@@ -212,7 +212,7 @@ class CPU:
             if done == 0:
                 break
             retired += done
-            if stop_at_port_write and self.batch_ended and not self.flags & fl.TF:
+            if stop_on_event_change and self.batch_ended and not self.flags & fl.TF:
                 break
         return retired
 

@@ -66,10 +66,12 @@ def compile_instruction(insn: Instruction, cpu: Any) -> tuple[Execute, int]:
 
 
 # -- shared snippets ------------------------------------------------------------
-#: A port write may program a device that raises interrupts (the timer, the
-#: interrupt controller): the machine's batches must end there (``StopBatch``
-#: is raised after the instruction has done everything; ``CPU.run`` goes on).
-PORT_WRITE_ENDS_BATCH = "raise StopBatch()"
+#: Ends a machine's quiet batch after an instruction that has done everything
+#: but changed what may happen at the next boundaries: a port write (it may
+#: program the timer or the interrupt controller) or an interrupt shadow (STI,
+#: MOV/POP SS: the machine must clear it after the next instruction). Raised
+#: last; ``CPU.run`` goes on unless asked to stop on event changes.
+END_BATCH = "raise StopBatch()"
 
 
 def push_source(value: str, size: int, stack_bits: int) -> str:

@@ -37,6 +37,7 @@ from vmi.cpu.operands import (
     Register,
 )
 from vmi.cpu.ops import (
+    END_BATCH,
     Execute,
     Template,
     build,
@@ -169,8 +170,8 @@ def mov_segment(insn: Instruction, cpu: Any) -> Template | Execute:
             return raise_invalid("mov to CS")
         s = operand_access(src, "s", size=2)
         lines = ["r = cpu.r", *s.setup, f"LOAD(cpu, SEG, {s.read})"]
-        if dst.index == SS_REG:
-            lines.append("cpu.shadow = True")
+        if dst.index == SS_REG:  # the shadow ends a machine batch (see ops.END_BATCH)
+            lines += ["cpu.shadow = True", END_BATCH]
         return build("\n".join(lines), s.params, LOAD=load_segment, SEG=dst.index)
     if isinstance(dst, Register) and insn.opsize == 32:
         d = operand_access(dst, "d", size=4)
@@ -207,7 +208,7 @@ def pop_segment(insn: Instruction, cpu: Any) -> Template | Execute:
         "except CPUException:", "    r[4] = old", "    raise",
     ]
     if index == SS_REG:
-        lines.append("cpu.shadow = True")
+        lines += ["cpu.shadow = True", END_BATCH]
     return build("\n".join(lines), LOAD=load_segment, SEG=index)
 
 

@@ -45,7 +45,7 @@ from vmi.cpu.access import effective_address
 from vmi.cpu.core import Halted
 from vmi.cpu.errors import BP, BR, DB, GP, NM, OF, UD, CPUException
 from vmi.cpu.operands import Immediate
-from vmi.cpu.ops import PORT_WRITE_ENDS_BATCH, build, semantics
+from vmi.cpu.ops import END_BATCH, build, semantics
 
 #: CPUID leaf -> (EAX, EBX, ECX, EDX).
 CPUID_LEAVES = {
@@ -129,7 +129,7 @@ def sti(insn, cpu):
 if not cpu.flags & 0x200:
     cpu.shadow = True
     cpu.flags |= 0x200
-"""
+    """ + END_BATCH + "\n"
     return build(body)
 
 
@@ -258,7 +258,7 @@ def out(insn, cpu):
 io = cpu.io
 if io is not None:
     io.write({port}, {size}, {value})
-{PORT_WRITE_ENDS_BATCH}
+{END_BATCH}
 """
     return build(body, params)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vmi.cpu.operands import MemoryOperand
-from vmi.cpu.ops import PORT_WRITE_ENDS_BATCH, build, semantics
+from vmi.cpu.ops import END_BATCH, build, semantics
 from vmi.cpu.ops.misc import IOPL_CHECK
 
 _MASK = {8: 0xFF, 16: 0xFFFF, 32: 0xFFFFFFFF}
@@ -101,5 +101,5 @@ def string(insn, cpu):
         else:
             lines += ["if c:", "    cpu.eip = HERE"]
     if mnemonic == "outs":
-        lines.append(PORT_WRITE_ENDS_BATCH)
+        lines.append(END_BATCH)
     return build("\n".join(lines), SEG=source_segment, HERE=insn.address, MASK=_MASK[bits])
