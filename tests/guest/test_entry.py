@@ -66,6 +66,17 @@ def test_pt_regs_offsets_are_the_kernels():
             symbols["__USER_DS"], symbols["__ESPFIX_SS"]) == (0x60, 0x68, 0x73, 0x7B, 0xD0)
 
 
+@pytest.mark.parametrize("cpu", [0, 1])
+def test_idle_loop_finds_its_own_thread_info(cpu):
+    """cpu_idle runs on the idle stack with nothing above it: GET_THREAD_INFO
+    must still find the idle task's thread_info (not the next stack's)."""
+    guest = new_guest(2)
+    this = run_to(guest, "cpu_idle", cpu=cpu)
+    ti = this.r[4] & -THREAD_SIZE
+    assert read32(this, ti) == guest.read32("idle_task", 4 * cpu)  # ti->task
+    assert read32(this, ti + 16) == cpu  # ti->cpu
+
+
 def test_system_call_int80_frame():
     guest = new_guest()
     cpu = run_to(guest, "system_call")

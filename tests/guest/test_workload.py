@@ -102,7 +102,7 @@ def test_vmi_probe_finds_a_rom_and_calls_init_on_every_cpu():
     CPU with paging on. This one counts the calls and answers "stay native"."""
     from vmi.asm import assemble
 
-    counter = 0xC0F00  # physical, inside the fake ROM's 4 KiB
+    counter = 0xC0F00  # physical, free memory in the option-ROM hole
     rom = bytearray(0x1000)
     rom[0:3] = b"\x55\xaa\x08"  # signature, length 8 * 512
     rom[8:12] = (0x696D5663).to_bytes(4, "little")  # "cVmi"
@@ -120,6 +120,16 @@ def test_vmi_probe_finds_a_rom_and_calls_init_on_every_cpu():
     guest.machine.memory.load(0xC8000, bytes(rom))  # a 2 KiB-aligned slot of the scan
     guest.run(RUN_STEPS)
     assert_workload_held(guest)
-    assert guest.machine.memory.read32(0xC8000 + (counter - 0xC0000)) == 0  # not this one
+    assert guest.machine.memory.read32(counter) == 2  # once per CPU
     assert guest.read32("vmi_rom") == 0xC00C8000
     assert guest.read32("vmi_cpus") == 0  # Init said "native"
+
+
+def test_four_cpus():
+    """The kernel's NR_CPUS: every CPU comes online, runs tasks and halts."""
+    guest = new_guest(4)
+    guest.run(RUN_STEPS)
+    summary = assert_workload_held(guest)
+    assert guest.read32("cpus_online") == 4
+    assert all(cpu["online"] == 1 for cpu in summary["per_cpu"])
+    assert sum(cpu["switches"] > 0 for cpu in summary["per_cpu"]) >= 3

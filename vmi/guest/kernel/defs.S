@@ -17,6 +17,7 @@ USER_PHYS		= 0x00400000	# ... backed by physical 4 MiB .. 8 MiB
 USER_SIZE		= 0x00400000
 
 THREAD_SIZE		= 8192		# kernel stack + thread_info, aligned
+IDLE_STACK_RESERVE	= 16		# kept free at the top of an idle stack
 NR_CPUS			= 4
 NR_TASKS		= 16		# user tasks the kernel can hold
 

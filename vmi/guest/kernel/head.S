@@ -84,10 +84,12 @@ ENTRY startup_32
 	movl $.Lpaged, %eax			# an absolute jump onto the linked address
 	jmp *%eax
 .Lpaged:
-	# This CPU's idle stack; its thread_info sits at the base.
+	# This CPU's idle stack; its thread_info sits at the base. The stack
+	# starts a little below its top: an empty stack's %esp, exactly at the
+	# top, would round down to the next stack's thread_info.
 	movl %ebx, %eax
 	shll $13, %eax				# * THREAD_SIZE
-	leal idle_stacks + THREAD_SIZE(%eax), %esp
+	leal (idle_stacks + THREAD_SIZE - IDLE_STACK_RESERVE)(%eax), %esp
 	# Before this CPU runs any hook site: the VMI handshake. Natively there
 	# is no ROM and nothing happens; under the hypervisor, Init patches the
 	# hook sites (the first time) and deprivileges this CPU to ring 1.
