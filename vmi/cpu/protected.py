@@ -724,6 +724,29 @@ def _deliver_once(cpu: Any, vector: int, error_code: int | None, software: bool,
     refresh(cpu)
 
 
+def escalate(cpu: Any, chain: list, vector: int, benign: bool, software: bool,
+             nested: CPUException) -> tuple[int, int | None, bool]:
+    """An exception ``nested`` arose while delivering ``vector``: record it in
+    ``chain`` and return what to deliver next, the nested exception or a double
+    fault (SDM Vol.3A §6.15, Table 6-5), or raise ``TripleFault`` when the event
+    being delivered was already a #DF. A fault raised by INT n itself (gate DPL,
+    not-present gate, ...) is reported on the INT instruction (§6.5, §6.12.1.1).
+    Shared by native delivery and the VMI monitor's injection."""
+    chain.append((nested.vector, nested.error_code, nested.detail))
+    if software:
+        start = software_instruction_start(cpu)
+        if start is not None:
+            cpu.eip = start
+    if vector == DF:
+        cpu.halted = True
+        raise TripleFault(cpu, chain) from None
+    if _makes_double_fault(vector, benign, nested.vector):
+        chain.append((DF, 0, "(the two exceptions above make a double fault)"))
+        return DF, 0, False
+    return nested.vector, nested.error_code, (nested.vector not in CONTRIBUTORY
+                                              and nested.vector not in (PF, DF))
+
+
 def _makes_double_fault(first: int, first_benign: bool, second: int) -> bool:
     """SDM Vol.3A §6.15, Table 6-5: contributory then contributory, or #PF then
     contributory or #PF, make a #DF; everything else is handled serially (the
@@ -761,22 +784,7 @@ def deliver(cpu: Any, vector: int, error_code: int | None = None, *,
             _deliver_once(cpu, vector, error_code, software, ext)
             return
         except CPUException as nested:
-            chain.append((nested.vector, nested.error_code, nested.detail))
-            if software:
-                # A fault raised by INT n itself (gate DPL, not-present gate, ...)
-                # is reported on the INT instruction, not after it (§6.5, §6.12.1.1).
-                start = software_instruction_start(cpu)
-                if start is not None:
-                    cpu.eip = start
-            if vector == DF:
-                cpu.halted = True
-                raise TripleFault(cpu, chain) from None
-            if _makes_double_fault(vector, benign, nested.vector):
-                vector, error_code = DF, 0
-                chain.append((DF, 0, "(the two exceptions above make a double fault)"))
-            else:
-                vector, error_code = nested.vector, nested.error_code
-            benign = vector not in CONTRIBUTORY and vector not in (PF, DF)
+            vector, error_code, benign = escalate(cpu, chain, vector, benign, software, nested)
             software = False
             ext = 1
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from attrs import define, field
 
-from vmi.cpu import paging
+from vmi.cpu import paging, protected
 from vmi.cpu.descriptors import (
     SegmentDescriptor,
     UnsupportedSystemFeature,
@@ -71,10 +71,8 @@ from vmi.cpu.platform import NativePlatform
 from vmi.cpu.protected import (
     CONTRIBUTORY,
     ERROR_CODE_VECTORS,
-    TripleFault,
     is_software,
     refresh,
-    software_instruction_start,
 )
 from vmi.hypervisor import emulate, layout, shadow
 from vmi.hypervisor.errors import MonitorRefusal
@@ -720,20 +718,8 @@ class VMIMonitor:
                     self._exit(cpu, "shadow")
                     paging.flush_tlb(cpu)
                     continue
-                chain.append((nested.vector, nested.error_code, nested.detail))
-                if software:
-                    start = software_instruction_start(cpu)
-                    if start is not None:
-                        cpu.eip = start
-                if vector == DF:
-                    cpu.halted = True
-                    raise TripleFault(cpu, chain) from None
-                if _double(vector, benign, nested.vector):
-                    vector, error_code = DF, 0
-                    chain.append((DF, 0, "(the two exceptions above make a double fault)"))
-                else:
-                    vector, error_code = nested.vector, nested.error_code
-                benign = vector not in CONTRIBUTORY and vector not in (PF, DF)
+                vector, error_code, benign = protected.escalate(cpu, chain, vector, benign,
+                                                                software, nested)
                 software = False
                 ext = 1
 
@@ -895,17 +881,6 @@ class VMIMonitor:
         cpu.eflags = (image & ~(EFLAGS_IF | EFLAGS_IOPL)) | EFLAGS_IF
         self._enter_handler(cpu, vcpu, gate, handler_cs)
         self.stats.injected[_vector_name(vector)] += 1
-
-
-def _double(first: int, first_benign: bool, second: int) -> bool:
-    """SDM Vol.3A §6.15, Table 6-5 (as ``vmi.cpu.protected``)."""
-    if first_benign:
-        return False
-    if first in CONTRIBUTORY:
-        return second in CONTRIBUTORY
-    if first == PF:
-        return second in CONTRIBUTORY or second == PF
-    return False
 
 
 def boot(machine: Any, programs: Iterable[Any] = (), *, policy: str = "defer",
