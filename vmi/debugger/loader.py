@@ -99,9 +99,9 @@ def bundled_machine(*, mode: str, cpus: int) -> tuple[Any, dict[str, int]]:
                         f"{error}; pass --program FILE.S") from None
     boot_machine = getattr(build, "boot_machine", None)
     if not callable(boot_machine):
-        raise LoadError("there is no bundled guest kernel yet (vmi.guest.build.boot_machine "
-                        "is missing); pass --program FILE.S to debug a program of your "
-                        "own")
+        raise LoadError("debugging the bundled kernel is not wired up yet (it needs "
+                        "vmi.guest.build.boot_machine); pass --program FILE.S to debug a "
+                        "program of your own")
     try:
         machine, symbols = boot_machine(mode=mode, cpus=cpus)
     except Exception as error:  # bad mode, assembly errors, a machine that cannot start
