@@ -1,9 +1,10 @@
 """The seed's deferred case: an IRET that lands on (or runs on) a 16-bit stack segment.
 Natively it works and loads only SP, keeping ESP[31:16] (the espfix problem, reference
 §4). Under the monitor the ROM's IRET detects it (LAR of the frame's SS and of the
-current SS: bit 22, B) and the monitor refuses it: a report, a count, and #GP(SS) in
-the guest at the IRET site, where the kernel's exception table applies. Never
-silent corruption."""
+current SS: bit 22, B). Landing on one from the flat kernel stack, the monitor does the
+return itself with the user's whole ESP (its espfix). Running on one (VMI calls need a
+flat SS) it refuses: a report, a count, and #GP(SS) in the guest at the IRET site,
+where the kernel's exception table applies. Never silent corruption."""
 
 from __future__ import annotations
 
@@ -80,25 +81,33 @@ def test_natively_the_return_keeps_the_kernel_esp_high_word() -> None:
     assert g.var("user_esp") == (KSTACK & 0xFFFF0000) | 0x0100
 
 
-@pytest.mark.parametrize("kernel_16bit", [False, True])
-def test_refused_under_the_monitor(kernel_16bit: bool) -> None:
-    g = run("vmi", kernel_16bit=kernel_16bit)
+def test_landing_on_a_16bit_stack_gets_the_monitors_espfix() -> None:
+    g = run("vmi")
     stats = g.monitor.stats
-    assert stats.iret16_refused == 1
+    assert stats.iret16_espfix == 1 and stats.iret16_refused == 0
+    assert g.var("gp_eip") == 0  # no fault
+    # the user's whole ESP, not the kernel's high word: what native ldt_ss achieves
+    assert g.var("user_esp") == 0xABCD0100
+    assert stats.injected.get("#GP", 0) == 0
+
+
+def test_running_on_a_16bit_stack_is_refused_under_the_monitor() -> None:
+    g = run("vmi", kernel_16bit=True)
+    stats = g.monitor.stats
+    assert stats.iret16_refused == 1 and stats.iret16_espfix == 0
     assert g.var("user_esp") == 0  # the user never ran
     assert g.var("gp_eip") == g.sym("iret_site")  # #GP at the site, not in the ROM
     assert g.var("gp_cs") == 0x61
     assert g.var("eax_at_gp") == 0x5A5A5A5A  # registers as at the site
-    selector = (KSEG16 | 1) if kernel_16bit else (SEG16 | 3)
+    selector = KSEG16 | 1
     assert g.var("gp_error") == selector & 0xFFFC
     assert len(stats.reports) == 2
-    assert ("running on the 16-bit stack segment" if kernel_16bit else
-            "to the 16-bit stack segment") in stats.reports[1]
+    assert "running on the 16-bit stack segment" in stats.reports[1]
     assert f"{selector:#06x}" in stats.reports[1]
     assert stats.injected == {"#GP": 1}
-    if kernel_16bit:  # the #GP frame went onto the 16-bit stack, by SP, under the frame
-        frame = KSEG16_BASE + 0x1000 - 20 - 16
-        assert g.words(frame, 3) == [selector & 0xFFFC, g.sym("iret_site"), 0x61]
+    # the #GP frame went onto the 16-bit stack, by SP, under the frame
+    frame = KSEG16_BASE + 0x1000 - 20 - 16
+    assert g.words(frame, 3) == [selector & 0xFFFC, g.sym("iret_site"), 0x61]
 
 
 def test_natively_a_16bit_kernel_stack_returns_too() -> None:

@@ -16,22 +16,22 @@ from typing import Any
 
 import click
 
-MODES = ("native", "vmi", "naive")
-#: Kernels that run on the bare machine: `naive` stores its virtual IF in a
-#: page only the hypervisor maps.
-NATIVE_MACRO_SETS = ("native", "vmi", "vmi-split")
+from vmi.system import MODES, POLICIES
 
 
 @click.command("run")
 @click.option("--mode", type=click.Choice(MODES), default="native", show_default=True,
-              help="native: the bare machine; vmi: the vmi-annotated kernel under the VMI "
-                   "monitor; naive: the naive paravirtual kernel under the monitor.")
-@click.option("--policy", type=click.Choice(("defer", "fixup", "none")), default="defer",
+              help="native: the bare machine; trap: the native kernel under the VMI "
+                   "monitor (pure trap-and-emulate); vmi: the vmi-annotated kernel under "
+                   "the monitor; naive: the naive paravirtual kernel under the monitor.")
+@click.option("--policy", type=click.Choice(POLICIES), default="defer",
               show_default=True,
               help="Under the monitor: what an interrupt inside the ROM's IRET/SYSEXIT "
                    "window does (lguest-style defer, Xen-style fixup, or none).")
-@click.option("--macros", type=click.Choice(NATIVE_MACRO_SETS), default=None,
-              help="The kernel's macro set (default: the mode's own).")
+@click.option("--macros", type=click.Choice(("native", "vmi", "vmi-split", "naive")),
+              default=None,
+              help="The kernel's macro set (default: the mode's own; native runs native, "
+                   "vmi or vmi-split, vmi runs vmi or vmi-split).")
 @click.option("--cpus", type=click.IntRange(1, 4), default=1, show_default=True,
               help="Number of CPUs.")
 @click.option("--steps", type=click.IntRange(min=1), default=10_000_000, show_default=True,
@@ -42,21 +42,14 @@ NATIVE_MACRO_SETS = ("native", "vmi", "vmi-split")
 def command(mode: str, policy: str, macros: str | None, cpus: int, steps: int, seed: int,
             as_json: bool) -> None:
     """Boot the guest kernel, run its workload to completion and summarise."""
-    if mode != "native" and macros is not None:
-        raise click.UsageError(f"--macros applies to --mode native; --mode {mode} runs "
-                               f"the {mode} kernel")
-    from vmi.guest import boot
-    from vmi.machine import Machine, MachineStopped
+    from vmi.machine import MachineStopped
+    from vmi.system import SystemError_, boot_system
 
-    machine = Machine(cpus=cpus)
-    monitor = None
-    if mode != "native":
-        from vmi.guest.build import build_guest
-        from vmi.hypervisor import boot as boot_monitor
-
-        monitor = boot_monitor(machine, [build_guest(mode).kernel.program], policy=policy,
-                               mode=mode)
-    guest = boot(machine, macros=macros or mode, seed=seed)
+    try:
+        system = boot_system(mode, policy=policy, macros=macros, cpus=cpus, seed=seed)
+    except SystemError_ as error:
+        raise click.UsageError(f"--macros: {error}") from None
+    machine, guest, monitor = system.machine, system.guest, system.monitor
     stopped = None
     try:
         guest.run(steps)
@@ -65,7 +58,7 @@ def command(mode: str, policy: str, macros: str | None, cpus: int, steps: int, s
     summary: dict[str, Any] = {"mode": mode, "seed": seed, **guest.summary()}
     if monitor is not None:
         stats = monitor.stats.as_dict()
-        summary["policy"] = policy
+        summary["policy"] = system.policy
         summary["exits"] = stats["exits"]
         summary["patched_sites"] = stats["patched_sites"]
         summary["monitor"] = stats
@@ -85,7 +78,8 @@ def command(mode: str, policy: str, macros: str | None, cpus: int, steps: int, s
 def _print_summary(s: dict[str, Any]) -> None:
     echo = click.echo
     plural = "s" if s["cpus"] > 1 else ""
-    echo(f"vmi run: mode {s['mode']}, {s['cpus']} CPU{plural}, kernel macro set "
+    policy = f", policy {s['policy']}" if "policy" in s else ""
+    echo(f"vmi run: mode {s['mode']}{policy}, {s['cpus']} CPU{plural}, kernel macro set "
          f"{s['macros']}, seed {s['seed']}")
     echo("console:")
     for line in s["console"].splitlines():
@@ -112,6 +106,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         ("spinlocks", f"held when tried: {locks}"),
         ("shared work", f"{s['work']['counter']} of {s['work']['expected']} updates"),
     ]
+    if "monitor" in s:
+        rows += _monitor_rows(s["monitor"])
     for label, text in rows:
         echo(f"{label:<13} {text}")
     echo("per CPU:      cpu  instructions      cycles  interrupts  switches  syscalls  "
@@ -133,3 +129,21 @@ def _print_summary(s: dict[str, Any]) -> None:
         echo("checks        FAILED:")
         for failure in s["failures"]:
             echo(f"  - {failure}")
+
+
+def _monitor_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """The hypervisor's figures: exits by kind and what they cost, the patcher's work,
+    injections and what the window policy did."""
+    exits = ", ".join(f"{kind} {count:,}" for kind, count in m["exits"].items()) or "none"
+    emulated = ", ".join(f"{name} {count:,}" for name, count in m["emulated"].items()) or "none"
+    injected = ", ".join(f"{name} {count:,}" for name, count in m["injected"].items()) or "none"
+    return [
+        ("exits", f"{sum(m['exits'].values()):,} ({exits}), {m['exit_cycles']:,} cycles"),
+        ("emulated", emulated),
+        ("patched", f"{m['patched_sites']} sites ({m['skipped_sites']} skipped)"),
+        ("injected", f"{m['frames']:,} frames built: {injected}"),
+        ("window", f"{m['deferred']} deferred, {m['fixups']} fixed up, "
+                   f"{m['nested_in_window']} nested in the window"),
+        ("iret16", f"{m['iret16_espfix']} returns to a 16-bit stack by the monitor's espfix, "
+                   f"{m['iret16_refused']} refused"),
+    ]

@@ -37,7 +37,7 @@ TASK_STATES = {0: "running", 1: "exited", 2: "unused"}
 CPU_STATS_SIZE = 64
 CPU_FIELDS = ("ticks", "irqs", "switches", "sys_int80", "sys_sysenter", "preempt_user",
               "preempt_kernel", "idle_halts", "nm_traps", "espfix", "exceptions", "spurious",
-              "signals", "online")
+              "signals", "online", "console")
 #: Global counters of the kernel (kernel/data.S), read by name.
 KERNEL_COUNTERS = (
     "jiffies", "nr_tasks", "tasks_alive", "tasks_exited", "system_halted", "checks_failed",

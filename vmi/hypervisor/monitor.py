@@ -123,6 +123,7 @@ class MonitorStats:
     nested_in_window: int = 0
     stale_pending: int = 0
     iret16_refused: int = 0
+    iret16_espfix: int = 0
     unimplemented_calls: Counter[int] = field(factory=Counter)
     patched: list[PatchedSite] = field(factory=list)
     skipped: list[SkippedSite] = field(factory=list)
@@ -146,6 +147,7 @@ class MonitorStats:
             "nested_in_window": self.nested_in_window,
             "stale_pending": self.stale_pending,
             "iret16_refused": self.iret16_refused,
+            "iret16_espfix": self.iret16_espfix,
             "unimplemented_calls": {str(k): v for k, v in self.unimplemented_calls.items()},
             "patched_sites": self.patched_sites,
             "skipped_sites": len(self.skipped),
@@ -436,7 +438,10 @@ class VMIMonitor:
             elif name in ("iret_pending", "sysexit_pending"):
                 self._take_on_window_frame(cpu, vcpu)
             elif name == "iret16":
-                self._refuse_iret16(cpu, vcpu)
+                if cpu.stack_bits == 32:
+                    self._espfix_iret(cpu, vcpu)
+                else:
+                    self._refuse_iret16(cpu, vcpu)
             else:
                 self._unimplemented_call(cpu, vcpu)
         except CPUException as fault:  # an MSR the guest may not use, a bad stack...
@@ -449,9 +454,41 @@ class VMIMonitor:
         frame, eax = self._window_frame(cpu, None)
         self._deliver_on_frame(cpu, vcpu, frame, eax)
 
+    def _espfix_iret(self, cpu: Any, vcpu: VirtualCPU) -> None:
+        """An IRET from the flat kernel stack that lands on a 16-bit user stack: the
+        monitor's espfix. The real ``iret`` would load only SP and leave the kernel's
+        ESP[31:16] in the user's ESP (reference §4); natively ldt_ss avoids that by
+        returning through a 16-bit stack whose ESP[31:16] is already the user's. A
+        ring-1 guest cannot use that trick through the ROM (VMI calls need a flat SS),
+        so the monitor performs the return itself, as one step outside any window:
+        the processor's own IRET checks and commit, then the frame's whole ESP, and
+        the virtual IF from the frame's EFLAGS image. A fault of the return is
+        reported at the call site with the stack as it was there, like a native
+        ``iret`` fault (the kernel's exception table applies)."""
+        sp = cpu.r[4]
+        eax = int(cpu.rd32(SS_REG, sp))
+        ret = int(cpu.rd32(SS_REG, (sp + 4) & M32))
+        frame = (sp + 8) & M32
+        user_esp = int(cpu.rd32(SS_REG, (frame + 12) & M32))
+        image = int(cpu.rd32(SS_REG, (frame + 8) & M32))
+        cpu.r[0] = eax
+        cpu.r[4] = frame
+        cpu.eip = (ret - 5) & M32  # as at the site: where a fault is reported
+        vcpu.vif = 0
+        try:
+            protected.iret(cpu, 32)
+        except CPUException as fault:
+            self._inject(cpu, vcpu, fault.vector, fault.error_code)
+            return
+        cpu.r[4] = user_esp  # the espfix: ESP[31:16] is the user's, not the kernel's
+        cpu.flags |= EFLAGS_IF  # the real IF stays 1 (CPL 1 > IOPL 0 kept it anyway)
+        vcpu.vif = image & EFLAGS_IF
+        self.stats.iret16_espfix += 1
+        self._resume(cpu, vcpu)
+
     def _refuse_iret16(self, cpu: Any, vcpu: VirtualCPU) -> None:
-        """An IRET on or to a 16-bit stack segment (the seed: no hypervisor support
-        for IRETs that land on a 16-bit stack): undo the ROM's work so the state is
+        """An IRET that runs on a 16-bit stack segment (the seed: no hypervisor support
+        for IRETs on 16-bit stacks; a ring-1 guest's VMI calls need a flat SS): undo the ROM's work so the state is
         the site's, report, and raise #GP naming the 16-bit stack segment at the
         site, where the kernel's exception table sends it to its iret fault path."""
         mask = M32 if cpu.stack_bits == 32 else 0xFFFF

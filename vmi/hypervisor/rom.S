@@ -198,11 +198,12 @@ hc_halt:
 	.org SLOT_COUNT * SLOT_SIZE
 vmi_iret:
 	pushl %eax			# 0(%esp) EAX, 4 return address, 8 the frame
-	# An IRET that runs on, or lands on, a 16-bit stack segment is not
-	# supported (the seed: "there is no hypervisor support for the IRET
-	# instructions which land on a 16-bit stack ... deferred"): it would
-	# load only SP and keep ESP[31:16] (reference §4). Refuse it through the
-	# monitor, which reports it and raises #GP in the guest at the site.
+	# An IRET that lands on a 16-bit stack segment would load only SP and
+	# keep the kernel's ESP[31:16] (reference §4; the seed defers the case:
+	# "no hypervisor support for the IRET instructions which land on a
+	# 16-bit stack"). Hand it to the monitor, which does the return itself
+	# with the user's whole ESP (its espfix). One that runs on a 16-bit
+	# stack (VMI calls need a flat SS) the monitor refuses: #GP at the site.
 	movw %ss, %ax
 	lar %ax, %eax
 	testl $SEGMENT_B, %eax		# the current stack: 32-bit?

@@ -151,6 +151,7 @@ CPU_exceptions		= 40		# processor exceptions of any vector
 CPU_spurious		= 44		# external vectors other than the timer's
 CPU_signals		= 48		# do_notify_resume calls
 CPU_online		= 52		# 1 once cpu_init has run
+CPU_console		= 56		# console interrupts (IRQ 1, vector 0x21)
 CPU_STATS_SHIFT		= 6
 CPU_STATS_SIZE		= 1 << CPU_STATS_SHIFT
 
@@ -194,6 +195,7 @@ EFAULT			= 14
 EINVAL			= 22
 ENOSYS			= 38
 
+SIGINT			= 2
 SIGKILL			= 9
 SIGUSR1			= 10
 SIGSEGV			= 11
@@ -208,6 +210,7 @@ PORT_PIT_DATA		= 0x40
 PORT_PIT_CONTROL	= 0x43
 FIRST_EXTERNAL_VECTOR	= 0x20
 TIMER_VECTOR		= 0x20
+CONSOLE_VECTOR		= 0x21		# IRQ 1: ^C on the console (the race explorer's)
 SYSCALL_VECTOR		= 0x80
 NR_VECTORS		= 256
 

@@ -188,9 +188,9 @@ ENTRY iret_exc
 # ESP[31:16] in the user's ESP (reference section 4). Return through this
 # CPU's small espfix stack instead, with ESP[31:16] already the user's.
 ENTRY ldt_ss
-	# Deprivileged (ring 1, under VMI) the IRET is the ROM's, which does not
-	# take 16-bit stacks (VMI spec; the seed defers the case): no espfix
-	# switch, the ROM refuses the return and the task gets SIGSEGV.
+	# Deprivileged (ring 1, under VMI) the IRET is the ROM's, whose calls need
+	# a flat SS (VMI spec; the seed defers the 16-bit case): no espfix switch
+	# here; the ROM sees the 16-bit target and the monitor does the espfix.
 	KERNEL_RPL %eax
 	jnz restore_nocheck
 	larl OLDSS(%esp), %eax

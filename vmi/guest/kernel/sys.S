@@ -103,18 +103,25 @@ ENTRY sys_kill
 	testl %eax, %eax
 	jz 7f
 	jecxz 1f
-	cmpl $TASK_ZOMBIE, TASK_state(%eax)
-	je 1f
-	lock btsl %ecx, TASK_sigpending(%eax)
-	movl TASK_ti(%eax), %edx
-	lock orl $_TIF_SIGPENDING, TI_flags(%edx)
-	lock incl signals_sent
+	call send_signal
 1:	xorl %eax, %eax
 	ret
 7:	movl $-ESRCH, %eax
 	ret
 8:	movl $-EINVAL, %eax
 	ret
+
+# send_signal(task %eax, sig %ecx): make `sig` pending for the task and flag
+# it with TIF_SIGPENDING; a zombie is left alone. Clobbers %edx. Safe from
+# interrupt context (the console interrupt sends SIGINT with it).
+ENTRY send_signal
+	cmpl $TASK_ZOMBIE, TASK_state(%eax)
+	je 1f
+	lock btsl %ecx, TASK_sigpending(%eax)
+	movl TASK_ti(%eax), %edx
+	lock orl $_TIF_SIGPENDING, TI_flags(%edx)
+	lock incl signals_sent
+1:	ret
 
 # modify_ldt(func, ptr, bytecount): func 1 (or 0x11) writes the LDT entry
 # described by the struct user_desc at ptr (16 bytes: entry_number,

@@ -177,7 +177,11 @@ ENTRY do_IRQ
 	jne 1f
 	call timer_interrupt
 	jmp 2f
-1:	CPU_STAT CPU_spurious, %edx
+1:	cmpl $CONSOLE_VECTOR, %esi
+	jne 3f
+	call console_interrupt
+	jmp 2f
+3:	CPU_STAT CPU_spurious, %edx
 2:	movb $PIC_EOI, %al
 	outb %al, $PORT_PIC
 	subl $HARDIRQ_OFFSET, TI_preempt_count(%ebx)
@@ -197,6 +201,21 @@ ENTRY timer_interrupt
 	incl jiffies
 1:	lock orl $_TIF_NEED_RESCHED, TI_flags(%edx)
 	ret
+
+# console_interrupt: ^C typed on the console (IRQ 1). As a tty sends SIGINT to
+# its foreground process, this sends it to whatever task runs here (not the
+# idle task). The workload never raises IRQ 1; the race explorer does: an
+# interrupt that leaves TIF work (sigpending) which only the return to user
+# mode acts on, so losing it in the IRET window is visible (docs/race.md).
+ENTRY console_interrupt
+	CPU_STAT CPU_console, %edx
+	GET_THREAD_INFO %edx
+	movl TI_task(%edx), %eax
+	cmpl $0, TASK_pid(%eax)
+	je 1f
+	movl $SIGINT, %ecx
+	jmp send_signal
+1:	ret
 
 
 # ---------------------------------------------------------------------------
