@@ -116,6 +116,10 @@ class Machine:
         self.interleaving = order
         self._turn = 0
 
+    def next_cpu(self) -> CPU:
+        """The CPU the next ``step()`` runs (the interleaving's current turn)."""
+        return self.cpus[self.interleaving[self._turn]]
+
     def add_schedule(self, events: Iterable[ScheduledInterrupt | tuple[int, int, int]]) -> None:
         for event in events:
             if not isinstance(event, ScheduledInterrupt):
@@ -275,14 +279,19 @@ class Machine:
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
-        """Return to a ``snapshot()``; code caches are invalidated."""
+        """Return to a ``snapshot()``. Decoded code survives when the pages it came from
+        hold the same bytes and the same mappings in the snapshot; else it is forgotten."""
         if len(snap["cpus"]) != len(self.cpus) or snap["memory"].size != self.memory.size:
             raise SnapshotError("snapshot is of a machine with another shape "
                                 f"({len(snap['cpus'])} CPUs, {snap['memory'].size} bytes)")
+        same_code = self._same_code(snap["memory"])
         self.memory.array[:] = snap["memory"]
-        self.memory.invalidate_code()
+        if not same_code:
+            self.memory.invalidate_code()
         for cpu, state in zip(self.cpus, snap["cpus"], strict=True):
             cpu.set_state(state)
+            if same_code:
+                cpu.revalidate_code()
         self.pic.set_state(snap["devices"]["pic"])
         self.timer.set_state(snap["devices"]["timer"])
         self.console.set_state(snap["devices"]["console"])
@@ -290,6 +299,21 @@ class Machine:
         self.interleaving = list(snap["interleaving"])
         self._turn = snap["turn"]
         self.steps = snap["steps"]
+
+    def _same_code(self, saved: Any) -> bool:
+        """Whether every page holding decoded code has the same bytes in ``saved`` (so
+        the CPUs' decoded code survives a restore, if its mappings do too)."""
+        import numpy as np
+
+        current = self.memory.array
+        pages = np.flatnonzero(np.frombuffer(self.memory.code_pages, dtype=np.uint8))
+        for page in pages.tolist():
+            start = page << 12
+            if start >= len(current):
+                continue
+            if not np.array_equal(current[start:start + 4096], saved[start:start + 4096]):
+                return False
+        return True
 
     def save(self, path: str | Path) -> None:
         """Write a snapshot file (a zip: ``meta.json`` + ``memory.bin``)."""

@@ -6,7 +6,8 @@ registers varied, every ModRM/SIB memory shape (no displacement, disp8,
 disp32, SIB with and without base, segment overrides, 16-bit addressing),
 immediates of every size class, branch targets near and far. The same lines
 are emitted under ``.code32`` and ``.code16``. Lines GNU as rejects are
-filtered out by the test with GNU as itself, so the generator may be liberal.
+filtered out by the test with GNU as itself (``tests/asm/gnu.py`` drives it), so the
+generator may be liberal.
 
 Each corpus line is ``(text, form_key)``; ``form_key`` names the form the line
 was written for (for coverage reports; the assemblers may legitimately pick a
@@ -16,10 +17,7 @@ shorter form, as for ``add $1,%eax``).
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmi.cpu import isa
@@ -416,93 +414,6 @@ def build_source(lines: list[str], bits: int = 32, labels: bool = True) -> str:
     body.append(f"L{len(lines)}:")
     body += TRAILER
     return "\n".join(body) + "\n"
-
-
-# ---------------------------------------------------------------------------
-# GNU as
-
-
-def gnu_as_available() -> bool:
-    return all(shutil.which(tool) for tool in ("as", "objcopy", "nm"))
-
-
-def gnu_assemble(source: str, include: Path | None = None) -> GnuResult:
-    """Assemble with ``as --32``: .text bytes, symbols, errors and warnings by line."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "corpus.s"
-        path.write_text(source)
-        obj = Path(tmp) / "corpus.o"
-        command = ["as", "--32", str(path), "-o", str(obj)]
-        if include is not None:
-            command[2:2] = ["-I", str(include)]
-        run = subprocess.run(command, capture_output=True, text=True)
-        result = GnuResult()
-        prefix = f"{path}:"
-        for line in run.stderr.splitlines():
-            if not line.startswith(prefix):
-                continue
-            number_text, _, rest = line[len(prefix):].partition(":")
-            if not number_text.isdigit():
-                continue
-            number = int(number_text)
-            if rest.startswith(" Error: "):
-                result.errors.setdefault(number, rest[len(" Error: "):])
-            elif rest.startswith(" Warning: "):
-                result.warnings.setdefault(number, rest[len(" Warning: "):])
-        if run.returncode != 0:
-            if not result.errors:
-                result.errors[0] = run.stderr
-            return result
-        binary = Path(tmp) / "text.bin"
-        subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(obj), str(binary)],
-                       check=True)
-        nm = subprocess.run(["nm", "-n", str(obj)], capture_output=True, text=True,
-                            check=True)
-        for row in nm.stdout.splitlines():
-            parts = row.split()
-            if len(parts) == 3:
-                result.symbols[parts[2]] = int(parts[0], 16)
-        result.text = binary.read_bytes()
-        return result
-
-
-def gnu_link(source: str, program, include: Path | None = None) -> dict[str, bytes]:
-    """Assemble with GNU as, link with ld at ``program``'s section addresses, and
-    return every section's bytes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src, obj, elf = Path(tmp) / "in.S", Path(tmp) / "in.o", Path(tmp) / "out.elf"
-        src.write_text(source)
-        command = ["as", "--32", str(src), "-o", str(obj)]
-        if include is not None:
-            command[2:2] = ["-I", str(include)]
-        subprocess.run(command, check=True, capture_output=True)
-        script = ["SECTIONS {"]
-        for section in program.sections:
-            kind = " (NOLOAD)" if section.nobits else ""
-            script.append(f'  "{section.name}" {section.address:#x}{kind} : '
-                          f'{{ *("{section.name}") }}')
-        script.append("}")
-        (Path(tmp) / "link.ld").write_text("\n".join(script) + "\n")
-        subprocess.run(["ld", "-m", "elf_i386", "-T", str(Path(tmp) / "link.ld"), "-o", str(elf),
-                        str(obj)], check=True, capture_output=True)
-        out = {}
-        for section in program.sections:
-            if section.nobits:
-                continue
-            binary = Path(tmp) / "section.bin"
-            subprocess.run(["objcopy", "-O", "binary", "--set-section-flags",
-                            f"{section.name}=alloc,load,contents", "-j", section.name,
-                            str(elf), str(binary)], check=True, capture_output=True)
-            out[section.name] = binary.read_bytes()
-        return out
-
-
-@dataclass
-class GnuResult:
-    text: bytes = b""
-    symbols: dict[str, int] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
-    warnings: dict[int, str] = field(default_factory=dict)
 
 
 #: Line number of corpus line 0 in ``build_source``.

@@ -15,9 +15,8 @@ from tests.asm.corpus import (
     build_source,
     by_corpus_line,
     corpus_lines,
-    gnu_as_available,
-    gnu_assemble,
 )
+from tests.asm.gnu import gnu_as_available, gnu_assemble
 from vmi.cpu import decode, isa, x87
 
 pytestmark = pytest.mark.skipif(not gnu_as_available(),

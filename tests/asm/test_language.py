@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.asm.corpus import gnu_link
+from tests.asm.gnu import gnu_link
 from vmi.asm import AsmError, assemble
 from vmi.asm.assembler import nop_padding
 
@@ -178,3 +178,73 @@ def test_bss_holds_only_zeros() -> None:
     with pytest.raises(AsmError, match="nobits"):
         assemble(".bss\n.byte 1", macros=None)
     assert assemble(".bss\n.byte 0\n.space 4", macros=None).sections[1].size == 5
+
+
+#: Macro arguments as GNU as 2.40 splits them: its scrubber keeps a blank only between
+#: symbol characters (on i386 `-`, `*`, `%`, `(` ... count), then a blank or a comma
+#: ends an argument outside parentheses. Expected values checked against `as --32`.
+_SHOW = '.macro STR a b c d\n.ascii "[\\a|\\b|\\c|\\d]"\n.endm\n'
+ARGUMENT_SPLITS = [
+    ("x - y", "[x|-|y|]"), ("x -y", "[x|-y||]"), ("x- y", "[x-|y||]"), ("$a - b", "[$a|-|b|]"),
+    ("1 + 2", "[1+2|||]"), ("1 +2, 3", "[1+2|3||]"), ("(1 + 2) 3", "[(1+2)3|||]"),
+    ("x * y", "[x|*|y|]"), ("x / y", "[x/y|||]"), ("8 (%eax)", "[8|(%eax)||]"),
+    ("x) y", "[x)y|||]"), ("x} y", "[x}|y||]"), ("(x, y) z", "[(x|y)z||]"),
+    ('"a b" c', "[a b|c||]"), ('"x y" "z"', "[x y|z||]"), ("'a b", "[97b|||]"),
+    ("'a, b", "[97|b||]"), ("x,,y", "[x||y|]"), ("x,", "[x|||]"), ("d=4 c=3", "[||3|4]"),
+    ("1, d=4", "[1|||4]"), ("a, (b_end - b)", "[a|(b_end - b)||]"),
+    ("%eax,4(%ebp) ,  0x10", "[%eax|4(%ebp)|0x10|]"),
+]
+
+
+@pytest.mark.parametrize("arguments, shown", ARGUMENT_SPLITS)
+def test_macro_arguments_split_as_gnu_as_splits_them(arguments: str, shown: str) -> None:
+    program = assemble(f"{_SHOW}STR {arguments}\n", macros=None)
+    assert program.image.decode() == shown
+    assert program.warnings == ()
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("as", "ld", "objcopy")),
+                    reason="GNU as, ld or objcopy is not installed")
+def test_macro_argument_splits_match_gnu_as() -> None:
+    source = _SHOW + '.macro V a, b:vararg\n.ascii "<\\a|\\b>"\n.endm\n' + "".join(
+        f"STR {arguments}\n" for arguments, _shown in ARGUMENT_SPLITS
+    ) + "V 1, 2 - 3 , 4\nV 1 x + y  z\n"
+    source += ".irp v, 1 - 2\n.byte 0x77\n.endr\n.irp v,1+ 2,3\n.byte \\v\n.endr\n"
+    program = assemble(source, macros=None)
+    assert gnu_link(source, program)[".text"] == program.image
+    assert program.image.endswith(b"<1|2 - 3,4><1|x+y z>www\x03\x03")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ("1, d=4, 5", "can't mix positional and keyword arguments"),
+    ("y=1", "parameter named 'y' does not exist for macro 'STR'"),
+    ("1 2 3 4 5", "too many positional arguments for macro 'STR'"),
+])
+def test_macro_arguments_gnu_as_rejects_are_errors(arguments: str, message: str) -> None:
+    with pytest.raises(AsmError, match=message):
+        assemble(f"{_SHOW}STR {arguments}\n", macros=None)
+
+
+def test_an_expression_gnu_as_would_split_is_read_whole_with_a_warning() -> None:
+    # GNU as: `len_end - len` is three arguments, too many for P (an error).
+    program = assemble(".macro P a, b\n.byte \\a, \\b\n.endm\nP 1, 5 - 2\n", macros=None)
+    assert program.image == bytes([1, 3])
+    (warning,) = program.warnings
+    assert "GNU as splits these arguments at blanks" in warning.message
+    assert (warning.location.line, warning.location.column) == (4, 8)
+
+
+#: Escapes as GNU as reads them: in strings `\a` and `\e` are the letters (`\v` is 11);
+#: in character constants (its scrubber) only `\b \f \n \r \t`, so `'\0` is `'0` (48).
+ESCAPES = ".ascii \"\\a\\v\\e\\q\\n\\101\\x41\"\n.byte '\\0, '\\v, '\\a, '\\n, '\\\\, '\\', 'a'\n"
+
+
+def test_escapes_follow_gnu_as() -> None:
+    assert _bytes(ESCAPES) == "610b65710a4141" + "3076610a5c2761"
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("as", "ld", "objcopy")),
+                    reason="GNU as, ld or objcopy is not installed")
+def test_escapes_match_gnu_as() -> None:
+    program = assemble(ESCAPES, macros=None)
+    assert gnu_link(ESCAPES, program)[".text"] == program.image

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.asm.corpus import gnu_link
+from tests.asm.gnu import gnu_link
 from vmi.asm import MACRO_SETS, Program, assemble, macro_source
 from vmi.cpu import decode
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from attrs import define, field
 
-from vmi.asm import encoder
+from vmi.asm import arguments, encoder
 from vmi.asm.encoder import Branch, Context, Encoded, Fixup, wrap32
 from vmi.asm.errors import (
     MAX_ERRORS,
@@ -635,6 +635,25 @@ class Assembler(LeafFactory):
                                  macro_name=macro.name, listed=self.frames[-1].listed))
 
     def _macro_arguments(self, macro: Macro, text: str, col: int) -> dict[str, str]:
+        try:
+            return arguments.bind(macro.name, macro.params, text, col)
+        except StatementError as error:
+            if not error.message.startswith("too many positional arguments"):
+                raise
+            # GNU as splits `PRINT msg, msg_end - msg` at the blanks around `-` and
+            # rejects it; vmi.asm reads it as one expression (with a warning) when
+            # that makes the arguments fit (docs/asm.md, "Differences from GNU as").
+            try:
+                values = self._lenient_arguments(macro, text, col)
+            except StatementError:
+                raise error from None
+            self.warning(f"GNU as splits these arguments at blanks ({error.message}); "
+                         f"write the expression without blanks or in parentheses",
+                         self._at(error.column))
+            return values
+
+    def _lenient_arguments(self, macro: Macro, text: str, col: int) -> dict[str, str]:
+        """Arguments split at commas and at blanks not next to an operator."""
         values: dict[str, str] = {}
         positional = 0
         params = macro.params
@@ -1063,8 +1082,10 @@ _OPERATOR_SPACE = re.compile(r"\s*([-+*/%|&^<>=!~])\s*")
 
 def _split_arguments(text: str, col: int, vararg_last: bool, count: int,
                      commas_only: bool = False) -> list[tuple[int, str]]:
-    """Split macro arguments as GNU as does: at commas, and at blanks outside
-    parentheses and quotes (blanks around operators do not separate)."""
+    """Split at commas, and at blanks outside parentheses and quotes that are not
+    next to an operator: ``.macro`` parameter lists, ``.ifc`` operands, and the
+    lenient reading of macro arguments GNU as rejects (``arguments`` splits
+    macro arguments and ``.irp`` lists as GNU as does)."""
     args: list[tuple[int, str]] = []
     i, n = 0, len(text)
     while i < n:
@@ -1570,7 +1591,7 @@ def _rept(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None
         pname = match.group(1)
         rest = text[match.end():]
         if word == ".irp":
-            values = [v for _c, v in _split_arguments(rest, col + match.end(), False, 0)]
+            values = arguments.irp_values(rest)
         else:
             values = list(rest.strip())
         copies = [{pname: v} for v in values] or [{pname: ""}]

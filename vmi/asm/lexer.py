@@ -36,8 +36,12 @@ _DIGITS = frozenset("0123456789")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _TWO_CHAR_OPS = ("<<", ">>", "&&", "||", "==", "!=", "<>", "<=", ">=")
 _ONE_CHAR_OPS = frozenset("+-*/%&|^~!()<>,$:={}[]")
-_ESCAPES = {"b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "a": 7, "e": 27,
-            "\\": 92, '"': 34, "'": 39}
+#: Escapes in strings (besides octal ``\\NNN`` and ``\\xHH``); any other character after
+#: the backslash stands for itself, as in GNU as (``"\\a"`` is ``a``).
+_ESCAPES = {"b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
+#: Escapes in a character constant: GNU as's input scrubber knows only these, and any
+#: other character after the backslash stands for itself (``'\\0`` is ``'0``, 48).
+CHAR_ESCAPES = {"b": 8, "f": 12, "n": 10, "r": 13, "t": 9}
 #: Token kinds after which a ``%`` is the modulo operator, not a register prefix.
 _VALUE_END = frozenset({"num", "sym", "local", "rparen"})
 
@@ -119,7 +123,9 @@ def tokenize(text: str, base_col: int = 0) -> list[Token]:
             if i + 1 >= n:
                 raise StatementError("character constant missing its character", col)
             if text[i + 1] == "\\":
-                char, j = decode_escape(text, i + 2, col)
+                if i + 2 >= n:
+                    raise StatementError("backslash at end of character constant", col)
+                char, j = CHAR_ESCAPES.get(text[i + 2], ord(text[i + 2])), i + 3
             else:
                 char, j = ord(text[i + 1]), i + 2
             if j < n and text[j] == "'":

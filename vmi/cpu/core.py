@@ -30,23 +30,32 @@ class Halted(Exception):
     """Raised by ``hlt`` to leave the run loop; ``cpu.halted`` stays set until an event."""
 
 
+#: The key in each decoded-code cache under which it keeps the linear page ->
+#: physical page map of the code it decoded (never an EIP: EIPs are ints).
+PAGES = "pages"
+
+
 class CPU:
     """One i386 processor attached to a physical ``Memory``.
 
     Registers: ``cpu.r`` holds EAX..EDI as Python ints (the hot path);
     ``cpu.regs`` reads and writes them, and every other register, by name.
 
-    Decoded instructions are cached per EIP as compiled closures. The cache is
-    valid for one code context: whoever changes ``code_bits``, ``stack_bits``,
-    the CS base or the paging mode must call ``cpu.icache.clear()`` (writes to
-    memory holding cached code clear it by themselves).
+    Decoded instructions are cached per EIP as compiled closures, in one cache
+    per **code context** (``code_context()``: the CS base, ``code_bits``,
+    ``stack_bits``, CR0's PE/PG/WP, CR3, CR4 and EFLAGS.VM: everything a closure
+    may depend on besides the code bytes). ``icache`` is the current context's
+    cache; whoever changes one of those must call ``code_context_changed()``, which
+    switches caches without forgetting the others, so a kernel and its user
+    programs keep their decoded code across every privilege transition. Writes to
+    memory holding cached code forget every context (``forget_code``).
     """
 
     __slots__ = (
         "r", "eip", "flags", "lf", "sreg", "seg_base", "seg_limit", "cr", "cpl",
         "code_bits", "stack_bits", "mem", "icache", "cycles", "instructions", "halted", "msr",
         "platform", "io", "seg_attr", "shadow", "gdtr", "idtr", "ldtr", "tr", "dr", "tlb",
-        "batch_ended",
+        "batch_ended", "icaches",
         "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
         "__weakref__",
     )
@@ -66,6 +75,7 @@ class CPU:
         self.code_bits = 32  # CS.D: default operand/address size of code
         self.stack_bits = 32  # SS.B: ESP or SP addresses the stack
         self.icache: dict[int, tuple[Callable[[CPU], None], int, int]] = {}
+        self.icaches: dict[tuple[int, ...], dict[int, Any]] = {}
         self.cycles = 0
         self.instructions = 0
         self.halted = False
@@ -87,7 +97,7 @@ class CPU:
         self.shadow = False
         self.batch_ended = False  # the last fast batch ended on hlt or StopBatch
         self.regs = Registers(self)
-        memory.code_listeners.append(self.icache.clear)
+        memory.code_listeners.append(self.forget_code)
         self.mode_changed()
 
     @classmethod
@@ -125,8 +135,49 @@ class CPU:
         """
         from vmi.cpu.segmentation import install_accessors
 
+        self.code_context_changed()
         self.icache.clear()
         install_accessors(self)
+
+    # -- decoded-code caches ----------------------------------------------------------
+    def code_context(self) -> tuple[int, ...]:
+        """What decoded code depends on besides its bytes (see the class docstring)."""
+        cr = self.cr
+        return (self.seg_base[1], self.code_bits, self.stack_bits, cr[0] & 0x80010001,
+                cr[3], cr[4], self.flags & 0x20000)
+
+    def code_context_changed(self) -> None:
+        """Switch ``icache`` to the cache of the code context now in force."""
+        key = self.code_context()
+        cache = self.icaches.get(key)
+        if cache is None:
+            if len(self.icaches) >= 64:  # many contexts come and go: start over
+                self.icaches.clear()
+            cache = self.icaches[key] = {}
+        self.icache = cache
+
+    def revalidate_code(self) -> None:
+        """After the memory under this CPU was replaced by equal code bytes (a snapshot
+        restore): keep each context's decoded code only if every page it was decoded
+        from still maps to the same physical page."""
+        from vmi.cpu.paging import peek
+
+        for key, cache in self.icaches.items():
+            cr0, cr3, cr4 = key[3], key[4], key[5]
+            if not cr0 & 0x80000000:
+                continue  # paging off: linear is physical
+            pages = cache.get(PAGES, {})
+            for page, frame in pages.items():
+                physical = peek(self.mem, cr3, cr4, page << 12)
+                if physical is None or physical >> 12 != frame:
+                    cache.clear()
+                    break
+
+    def forget_code(self) -> None:
+        """Forget the decoded code of every context (its bytes or mappings changed)."""
+        for cache in self.icaches.values():
+            cache.clear()
+        self.icache.clear()
 
     def linear_to_physical(self, linear: int, *, write: bool = False) -> int:
         """Translate a linear address through paging (identity while it is off);
@@ -176,11 +227,13 @@ class CPU:
             entry = (execute, insn.next_address & self._ip_mask(), cycles)
             length = insn.length
         mem = self.mem
-        mem.mark_code(self.linear_to_physical(linear), 1)
-        last = (linear + length - 1) & M32
-        if (last ^ linear) >> 12:  # the instruction crosses into another page
-            mem.mark_code(self.linear_to_physical(last), 1)
-        self.icache[eip] = entry
+        cache = self.icache
+        pages = cache.setdefault(PAGES, {})
+        for address in {linear, (linear + length - 1) & M32}:  # may cross a page
+            physical = self.linear_to_physical(address)
+            mem.mark_code(physical, 1)
+            pages[address >> 12] = physical >> 12
+        cache[eip] = entry
         return entry
 
     def _ip_mask(self) -> int:
@@ -242,15 +295,15 @@ class CPU:
 
     def _run_fast(self, max_steps: int) -> int:
         """The hot loop (see ``run``)."""
-        cache = self.icache
         retired = 0
         eip = self.eip
         try:
             # ``for ... in range`` measured 1.6x faster here than a while loop
-            # with its own counter (benchmarks/throughput.py).
+            # with its own counter (benchmarks/throughput.py). ``self.icache`` is
+            # read each time: an instruction may switch code contexts.
             for retired in range(max_steps):  # noqa: B007 (read after the loop)
                 eip = self.eip
-                entry = cache.get(eip)
+                entry = self.icache.get(eip)
                 if entry is None:
                     entry = self._compile_at(eip)
                 execute, self.eip, cycles = entry
@@ -310,7 +363,10 @@ class CPU:
                 value = list(value)
             setattr(self, name, value)
         self.tlb.clear()
-        self.mode_changed()
+        from vmi.cpu.segmentation import install_accessors
+
+        self.code_context_changed()  # decoded code stays valid while its bytes do
+        install_accessors(self)
 
     def __repr__(self) -> str:
         names = " ".join(f"{n}={v:08x}" for n, v in zip(GPR32, self.r, strict=True))

@@ -133,6 +133,23 @@ def walk(cpu: Any, linear: int, write: bool, user: bool) -> int:
     return frame
 
 
+def peek(mem: Any, cr3: int, cr4: int, linear: int) -> int | None:
+    """The physical address of ``linear`` through the page directory at ``cr3``, or
+    None when it is not mapped. Unlike ``walk``, nothing is written (no accessed or
+    dirty flags, no TLB entry) and no rights are checked: an observer's view, for
+    monitors, debuggers and cache validation."""
+    linear &= M32
+    pde = mem.read32((cr3 & 0xFFFFF000) | ((linear >> 20) & 0xFFC))
+    if not pde & PTE_P:
+        return None
+    if pde & PDE_PS and cr4 & CR4_PSE:
+        return (pde & 0xFFC00000) | (linear & 0x3FFFFF)
+    pte = mem.read32((pde & 0xFFFFF000) | ((linear >> 10) & 0xFFC))
+    if not pte & PTE_P:
+        return None
+    return (pte & 0xFFFFF000) | (linear & 0xFFF)
+
+
 def translate(cpu: Any, linear: int, write: bool = False, user: bool = False) -> int:
     """The physical address of one byte access at ``linear`` (paging assumed on)."""
     kind = (KIND_USER_READ if user else 0) | (KIND_SUPERVISOR_WRITE if write else 0)

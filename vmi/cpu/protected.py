@@ -145,7 +145,7 @@ def refresh(cpu: Any) -> None:
     if code_bits != cpu.code_bits or stack_bits != cpu.stack_bits:
         cpu.code_bits = code_bits
         cpu.stack_bits = stack_bits
-        cpu.icache.clear()
+        cpu.code_context_changed()
     paging.install(cpu)
 
 
@@ -156,7 +156,7 @@ def _set_cs(cpu: Any, selector: int, desc: SegmentDescriptor, cpl: int) -> None:
     _load_cache(cpu, CS, (selector & 0xFFFC) | cpl, desc)
     cpu.cpl = cpl
     if cpu.seg_base[CS] != old_base:
-        cpu.icache.clear()
+        cpu.code_context_changed()
 
 
 # -- segment register loads -----------------------------------------------------------
@@ -479,7 +479,7 @@ def v86_iret(cpu: Any, opsize: int) -> None:
     old_base = cpu.seg_base[CS]
     _v86_segment(cpu, CS, new_cs)
     if cpu.seg_base[CS] != old_base:
-        cpu.icache.clear()
+        cpu.code_context_changed()
     _set_esp(cpu, cpu.r[4] + 3 * unit, cpu.stack_bits)
     cpu.eip = new_eip
     refresh(cpu)
@@ -503,7 +503,7 @@ def return_to_v86(cpu: Any) -> None:
     cpu.cpl = 3
     cpu.r[4] = new_esp & M32
     cpu.eip = new_eip
-    cpu.icache.clear()
+    cpu.code_context_changed()
     refresh(cpu)
 
 
@@ -712,7 +712,7 @@ def _deliver_once(cpu: Any, vector: int, error_code: int | None, software: bool,
     if v86:
         for seg in (ES, DS, FS, GS):
             _null_cache(cpu, seg, 0)
-        cpu.icache.clear()
+        cpu.code_context_changed()
     _set_cs(cpu, selector, desc, new_cpl)
     cpu.eip = target
     # §6.12.1.2: TF, VM, RF, NT cleared after the image is saved; an interrupt gate
@@ -839,7 +839,7 @@ def sysenter(cpu: Any) -> None:
     _set_cache(cpu, SS_REG, (cs & 0xFFFC) + 8, 0, M32, FLAT_DATA_ATTR[0])
     cpu.cpl = 0
     if old_base:
-        cpu.icache.clear()
+        cpu.code_context_changed()
     cpu.r[4] = msr.get(MSR_SYSENTER_ESP, 0) & M32
     cpu.eip = msr.get(MSR_SYSENTER_EIP, 0) & M32
     refresh(cpu)
@@ -861,7 +861,7 @@ def sysexit(cpu: Any) -> None:
     _set_cache(cpu, SS_REG, ((cs + 24) | 3) & 0xFFFF, 0, M32, FLAT_DATA_ATTR[3])
     cpu.cpl = 3
     if old_base:
-        cpu.icache.clear()
+        cpu.code_context_changed()
     cpu.eip = cpu.r[2]
     cpu.r[4] = cpu.r[1]
     refresh(cpu)

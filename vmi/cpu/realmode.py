@@ -151,7 +151,7 @@ def deliver_real_mode(cpu: Any, vector: int) -> None:
     cs_base = new_cs << 4
     if cpu.seg_base[1] != cs_base:
         cpu.seg_base[1] = cs_base
-        cpu.icache.clear()
+        cpu.code_context_changed()
     cpu.eip = new_ip
 
 

@@ -204,7 +204,7 @@ def load_segment(cpu: Any, seg: int, selector: int) -> None:
     if cpu.seg_base[seg] != base:
         cpu.seg_base[seg] = base
         if seg == CS:
-            cpu.icache.clear()
+            cpu.code_context_changed()
         if cpu.cr[0] & CR0_PE or getattr(cpu.rd8, "flat", False):
             # virtual-8086 mode: the protected-mode accessors hold copies of the
             # bases; a non-zero base also ends the real-mode flat fast path.

@@ -162,7 +162,7 @@ def emulate_invlpg(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -
         paging.flush_tlb(cpu)
     else:
         paging.invalidate_page(cpu, linear)
-    cpu.icache.clear()
+    cpu.forget_code()
 
 
 # -- descriptor tables -------------------------------------------------------------------------

@@ -26,20 +26,21 @@ the real IF always 1, as the 32-bit hypervisors of 2006 did, behind the ROM of
   the guest to the end of the window, then deliver), ``fixup`` (Xen: deliver on the
   frame the IRET was returning through, as if the IRET had completed, so the exit
   path re-runs), ``none`` (ignore the window: the race happens).
-* **16-bit stacks**: the ROM's IRET refuses a return on or to a 16-bit stack
-  segment (the seed's deferred case): the monitor reports it and raises #GP at the
-  site.
+* **16-bit stacks** (the seed's deferred case): an IRET that lands on a 16-bit
+  stack segment is handed by the ROM to the monitor, which performs it with the
+  frame's whole ESP (its espfix); one that runs on a 16-bit stack is refused: a
+  report and #GP at the site.
 * **Costs**: every exit adds a documented number of cycles (``EXIT_COSTS``) to the
   CPU's counter and is counted by kind (``MonitorStats``).
 """
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import attrs
 from attrs import define, field
 
 from vmi.cpu import paging, protected
@@ -128,6 +129,16 @@ class MonitorStats:
     patched: list[PatchedSite] = field(factory=list)
     skipped: list[SkippedSite] = field(factory=list)
     reports: list[str] = field(factory=list)
+
+    def copy(self) -> MonitorStats:
+        """An independent copy (counters and lists copied; their items are immutable),
+        cheap enough for a snapshot at every boundary."""
+        return attrs.evolve(
+            self, exits=Counter(self.exits), emulated=Counter(self.emulated),
+            hypercalls=Counter(self.hypercalls), injected=Counter(self.injected),
+            unimplemented_calls=Counter(self.unimplemented_calls),
+            patched=list(self.patched), skipped=list(self.skipped),
+            reports=list(self.reports))
 
     @property
     def patched_sites(self) -> int:
@@ -250,10 +261,10 @@ class VMIMonitor:
     def snapshot(self) -> MonitorStats:
         """The monitor's state outside guest memory (its statistics: the virtual
         processor state is in memory and travels with ``Machine.snapshot``)."""
-        return copy.deepcopy(self.stats)
+        return self.stats.copy()
 
     def restore(self, state: MonitorStats) -> None:
-        self.stats = copy.deepcopy(state)
+        self.stats = state.copy()
 
     # -- accounting ---------------------------------------------------------------------
     def _exit(self, cpu: Any, kind: str) -> None:
@@ -307,7 +318,7 @@ class VMIMonitor:
             if shadow.sync_entry(cpu.mem, vcpu.cr3, vcpu.index, cpu.cr[2] >> 22):
                 self._exit(cpu, "shadow")
                 paging.flush_tlb(cpu)
-                cpu.icache.clear()
+                cpu.forget_code()
                 return
         if vector in (GP, NP, SS, TS) and exc.error_code and not is_software(exc):
             if self.rebuild_gdt(cpu, vcpu):  # a descriptor the guest changed: retry
@@ -607,10 +618,10 @@ class VMIMonitor:
             raise MonitorRefusal(f"{('ES', 'CS', 'SS', 'DS', 'FS', 'GS')[seg]} selector "
                                  f"{selector:#x} is beyond the guest's descriptor table")
         base, limit, attr = cache_of(desc)
-        if seg == CS and base != cpu.seg_base[CS]:
-            cpu.icache.clear()
         cpu.sreg[seg] = selector
         cpu.seg_base[seg], cpu.seg_limit[seg], cpu.seg_attr[seg] = base, limit, attr
+        if seg == CS:
+            cpu.code_context_changed()
 
     # -- the guest's tables -------------------------------------------------------------------
     def rebuild_gdt(self, cpu: Any, vcpu: VirtualCPU) -> bool:
@@ -700,8 +711,8 @@ class VMIMonitor:
         """After an emulated SYSENTER or SYSEXIT changed CS, SS and CPL: set EIP and let
         the processor re-derive its accessors."""
         cpu.eip = eip & M32
-        cpu.icache.clear()
         refresh(cpu)
+        cpu.code_context_changed()
 
     def halt(self, cpu: Any, vcpu: VirtualCPU) -> None:
         """HLT (or the Halt call): idle the virtual CPU until an event. With the virtual

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmi.cpu import paging
 from vmi.hypervisor import layout
 
 M32 = 0xFFFFFFFF
@@ -93,18 +94,9 @@ def build_shadow_gdt(mem: Any, read_linear: Any, base: int, limit: int,
 # -- paging -----------------------------------------------------------------------------
 def walk(mem: Any, cr3: int, cr4: int, linear: int) -> int | None:
     """The physical address of ``linear`` through the page directory at ``cr3``,
-    or None when it is not mapped. Unlike the processor's walk, nothing is written
-    (no accessed or dirty flags) and no rights are checked: the monitor's own view."""
-    linear &= M32
-    pde = mem.read32((cr3 & 0xFFFFF000) | ((linear >> 20) & 0xFFC))
-    if not pde & PTE_P:
-        return None
-    if pde & PDE_PS and cr4 & CR4_PSE:
-        return (pde & 0xFFC00000) | (linear & 0x3FFFFF)
-    pte = mem.read32((pde & 0xFFFFF000) | ((linear >> 10) & 0xFFC))
-    if not pte & PTE_P:
-        return None
-    return (pte & 0xFFFFF000) | (linear & 0xFFF)
+    or None when it is not mapped; nothing is written and no rights are checked:
+    the monitor's own view (``vmi.cpu.paging.peek``)."""
+    return paging.peek(mem, cr3, cr4, linear)
 
 
 def init_top_table(mem: Any, cpu: int) -> None:

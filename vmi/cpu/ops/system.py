@@ -334,7 +334,7 @@ def invlpg(insn: Any, cpu: Any) -> Any:
     ea, params = effective_address(op, "m")
     body = "\n".join([PRIVILEGED, "r = cpu.r", f"a = {ea}",
                       "INVALIDATE(cpu, (cpu.seg_base[SEG] + a) & 0xFFFFFFFF)",
-                      "cpu.icache.clear()"])
+                      "cpu.forget_code()"])
     return build(body, params, SEG=op.segment, INVALIDATE=paging.invalidate_page)
 
 

@@ -115,6 +115,7 @@ ENTRY sysenter_past_esp
 	SYSCALL_ACCOUNT CPU_sys_sysenter
 ENTRY sysenter_do_call
 	call *sys_call_table(,%eax,4)
+sysenter_exit_path:			# (a label: where the sysenter return begins)
 	movl %eax, EAX(%esp)
 	CLI
 	movl TI_flags(%ebp), %ecx

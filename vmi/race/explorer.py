@@ -1,0 +1,349 @@
+"""Exploring interrupt arrival over a kernel path, one branch per schedule.
+
+A ``Scenario`` is the bundled kernel booted in one configuration and run to the
+start of a path (``paths.PATHS``): the machine is snapshotted there, and the
+uninterrupted run to the end of the path gives the path's instruction
+boundaries. A **schedule** is a tuple of boundary indices: the first interrupt is
+raised at exactly that boundary of the path; each later one the next time the
+execution reaches the EIP of its boundary after the previous one was raised (so a
+second interrupt can land in the window the first one's handler returns
+through). ``run_branch`` restores the snapshot, plays the schedule and checks the
+invariants (``invariants.Checker``) at every step until the CPU is back in user
+mode with every raised interrupt handled, or the step budget runs out.
+
+Everything a branch does is reproducible from boot: ``Outcome.replay`` is the
+machine schedule (absolute cycles from reset) and the machine step of the
+violation, the counterexample format ``vmi debug --replay`` opens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from attrs import define, field, frozen
+
+from vmi.race.invariants import Checker, Violation
+from vmi.race.kernel import CONSOLE_VECTOR, KernelView
+from vmi.race.paths import PATHS, PathSpec
+
+#: Steps a branch may run past the start before it is cut off.
+BRANCH_BUDGET = 6000
+#: Steps a later interrupt of a schedule waits for its boundary to come round
+#: again after the previous one was raised; past that the schedule is unreachable.
+REACH_WAIT = 400
+#: Steps the other CPUs run while CPU 0 pauses (an interleaving schedule).
+INTERLEAVE_BURST = 200
+#: Steps to reach a path's start from reset before giving up.
+BOOT_BUDGET = 2_000_000
+
+
+class ScenarioError(Exception):
+    """The path's start was never reached (a kernel or configuration problem)."""
+
+
+@frozen
+class Config:
+    """Everything that decides what a sweep explores (and a journal must match)."""
+
+    mode: str = "native"
+    policy: str = "defer"
+    macros: str | None = None
+    path: str = "iret"
+    cpus: int = 1
+    seed: int = 0
+    vector: int = CONSOLE_VECTOR
+
+    def label(self) -> str:
+        policy = f"/{self.policy}" if self.mode == "vmi" else ""
+        macros = f" ({self.macros})" if self.macros and self.macros != self.mode else ""
+        return f"{self.mode}{policy}{macros}"
+
+
+@frozen
+class Boundary:
+    """One instruction boundary of a path's uninterrupted run."""
+
+    index: int
+    eip: int
+    name: str
+    text: str
+    cpl: int
+    window: str | None  # "iret"/"sysexit" ROM window, "iret" inline window, or None
+
+
+@frozen
+class Injection:
+    """An interrupt the branch raised: explorer step, machine step, cycle, EIP."""
+
+    step: int
+    machine_step: int
+    cycle: int
+    cpu: int
+    vector: int
+    eip: int
+    where: str
+
+
+@frozen
+class Outcome:
+    """What one schedule did."""
+
+    schedule: tuple[int, ...]
+    violation: Violation | None
+    injections: tuple[Injection, ...]
+    steps: int
+    reached: bool  # every injection of the schedule happened
+    machine_step: int  # the machine's step count at the violation (or the end)
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+    @property
+    def invariant(self) -> str | None:
+        return None if self.violation is None else self.violation.invariant
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schedule": list(self.schedule),
+            "invariant": self.invariant,
+            "violation": None if self.violation is None else {
+                "invariant": self.violation.invariant, "step": self.violation.step,
+                "cpu": self.violation.cpu, "eip": self.violation.eip,
+                "where": self.violation.where, "detail": self.violation.detail},
+            "injections": [{"step": i.step, "machine_step": i.machine_step, "cycle": i.cycle,
+                            "cpu": i.cpu, "vector": i.vector, "eip": i.eip, "where": i.where}
+                           for i in self.injections],
+            "steps": self.steps,
+            "reached": self.reached,
+        }
+
+
+@define
+class Scenario:
+    """A configuration booted and run to its path's start (see the module docstring)."""
+
+    config: Config
+    system: Any
+    view: KernelView
+    spec: PathSpec
+    start: Any  # machine snapshot
+    monitor_start: Any
+    start_steps: int
+    boundaries: list[Boundary] = field(factory=list)
+    prepare_seconds: float = 0.0
+
+    @property
+    def cpu(self) -> Any:
+        return self.system.machine.cpus[0]
+
+    def restore(self) -> None:
+        self.system.machine.restore(self.start)
+        if self.system.monitor is not None:
+            self.system.monitor.restore(self.monitor_start)
+
+    # -- running one schedule -------------------------------------------------------------
+    def run_branch(self, schedule: Sequence[int], *, budget: int = BRANCH_BUDGET) -> Outcome:
+        """Play ``schedule`` from the start snapshot, checking every invariant."""
+        self.restore()
+        if len(self.system.machine.cpus) > 1:
+            return self._run_interleaving(schedule, budget)
+        machine = self.system.machine
+        cpu = self.cpu
+        checker = Checker(self.view, single_cpu=len(machine.cpus) == 1)
+        vector = self.config.vector
+        targets = list(schedule)
+        first = schedule[0] if schedule else None
+        pending_index = 0
+        injections: list[Injection] = []
+        last_raise = -1
+        step = 0
+        violation = None
+        while step < budget:
+            checker.step_index = step
+            if pending_index < len(targets):
+                if pending_index == 0:
+                    due = step == first
+                else:
+                    target = self.boundaries[schedule[pending_index]]
+                    due = (step > last_raise and cpu.eip == target.eip
+                           and cpu.cpl == target.cpl)
+                    if not due and step - last_raise > REACH_WAIT:
+                        break  # its boundary did not come round again
+                if due:
+                    checker.raise_interrupt(cpu, vector)
+                    injections.append(Injection(step, machine.steps, cpu.cycles, cpu.index,
+                                                vector, cpu.eip, self.view.name(cpu.eip)))
+                    machine.pic.raise_vector(cpu.index, vector)
+                    pending_index += 1
+                    last_raise = step
+            eip = checker.before_step(cpu)
+            index, kind, _ = machine.step()
+            violation = checker.after_step(machine.cpus[index], eip, kind)
+            step += 1
+            if violation is not None:
+                break
+            if (pending_index == len(targets) and cpu.cpl == 3 and step > last_raise + 1
+                    and checker.outstanding() == 0 and not self.view.pending(cpu)):
+                break
+        else:
+            if pending_index == len(targets):
+                violation = checker.finish(cpu)
+        return Outcome(tuple(schedule), violation, tuple(injections), step,
+                       pending_index == len(targets), machine.steps)
+
+    def _run_interleaving(self, schedule: Sequence[int], budget: int) -> Outcome:
+        """With several CPUs a schedule is where CPU 0 pauses on its path: CPU 0 runs
+        alone to each boundary of ``schedule`` in turn, there the other CPUs run
+        ``INTERLEAVE_BURST`` steps without it, and after the last one all CPUs take
+        turns until CPU 0 has finished its path."""
+        machine = self.system.machine
+        cpu = self.cpu
+        checker = Checker(self.view, single_cpu=False)
+        others = [c.index for c in machine.cpus[1:]]
+        everyone = [c.index for c in machine.cpus]
+        ended = self.spec.ender(self.system.symbols, cpu, machine)
+        pauses = sorted(schedule)
+        own = 0  # CPU 0's boundaries so far
+        burst = 0
+        machine.set_interleaving([0])
+        step = 0
+        violation = None
+        while step < budget:
+            checker.step_index = step
+            if burst == 0 and pauses and own == pauses[0]:
+                pauses.pop(0)
+                burst = INTERLEAVE_BURST
+                machine.set_interleaving(others)
+            elif burst == 0 and not pauses and machine.interleaving != everyone:
+                machine.set_interleaving(everyone)
+            turn = machine.next_cpu()
+            eip = checker.before_step(turn)
+            index, kind, _ = machine.step()
+            violation = checker.after_step(machine.cpus[index], eip, kind)
+            step += 1
+            if violation is not None:
+                break
+            if index == 0:
+                own += 1
+                if not pauses and burst == 0 and ended(cpu):
+                    break
+            elif burst:
+                burst -= 1
+                if burst == 0:
+                    machine.set_interleaving([0] if pauses else everyone)
+        return Outcome(tuple(schedule), violation, (), step, not pauses, machine.steps)
+
+    def replay(self, outcome: Outcome) -> dict[str, Any]:
+        """The counterexample file for ``vmi debug --replay`` (docs/debugger.md)."""
+        c = self.config
+        v = outcome.violation
+        return {
+            "format": "vmi-race-counterexample", "version": 1,
+            "mode": c.mode, "policy": self.system.policy, "macros": self.system.macros,
+            "cpus": c.cpus, "seed": c.seed, "interleaving": None,
+            "schedule": [[i.cycle, i.cpu, i.vector] for i in outcome.injections],
+            "replayable": c.cpus == 1,
+            "stop_step": outcome.machine_step,
+            "path": c.path, "invariant": None if v is None else v.invariant,
+            "description": "no invariant broke" if v is None else v.describe(),
+        }
+
+
+def prepare(config: Config) -> Scenario:
+    """Boot ``config`` and run it to its path's start; record the path's boundaries."""
+    from vmi.system import boot_system
+
+    if config.path not in PATHS:
+        raise ScenarioError(f"unknown path {config.path!r} (choose one of "
+                            f"{', '.join(PATHS)})")
+    began = time.perf_counter()
+    spec = PATHS[config.path]
+    system = boot_system(config.mode, policy=config.policy, macros=config.macros,
+                         cpus=config.cpus, seed=config.seed)
+    machine = system.machine
+    symbols = system.symbols
+    cpu = machine.cpus[0]
+    seen = 0
+    for _ in range(BOOT_BUDGET):
+        if spec.starts(symbols, cpu, machine):
+            seen += 1
+            if seen > spec.occurrence:
+                break
+        machine.step()
+    else:
+        raise ScenarioError(f"{config.label()}: the {config.path} path's start "
+                            f"({spec.describe}) was not reached in {BOOT_BUDGET:,} steps")
+    view = KernelView(system)
+    start = machine.snapshot()
+    monitor_start = system.monitor.snapshot() if system.monitor is not None else None
+    scenario = Scenario(config, system, view, spec, start, monitor_start, machine.steps)
+    scenario.boundaries = _trace_path(scenario)
+    scenario.restore()
+    scenario.prepare_seconds = time.perf_counter() - began
+    return scenario
+
+
+def _trace_path(scenario: Scenario) -> list[Boundary]:
+    """Step the uninterrupted path from its start and name each boundary."""
+    from vmi.cpu import decode
+    from vmi.cpu.errors import DecodeError
+
+    machine = scenario.system.machine
+    cpu = scenario.cpu
+    view = scenario.view
+    monitor = scenario.system.monitor
+    end = scenario.spec.ender(scenario.system.symbols, cpu, machine)
+    machine.set_interleaving([0])  # CPU 0's own path (restored with the snapshot)
+    out: list[Boundary] = []
+    for index in range(BRANCH_BUDGET):
+        eip = cpu.eip
+        try:
+            from vmi.hypervisor.shadow import walk
+
+            physical = walk(cpu.mem, cpu.cr[3], cpu.cr[4], (cpu.seg_base[1] + eip) & 0xFFFFFFFF)
+            text = str(decode(cpu.mem.read_bytes(physical, 15), eip)) if physical is not None \
+                else "?"
+        except DecodeError:
+            text = "(bad)"
+        window = None
+        if monitor is not None and cpu.cpl != 3:
+            rom = monitor.rom.window_at(eip)
+            window = rom.name if rom is not None else None
+        if window is None and cpu.cpl != 3 and view.in_iret_window(eip):
+            window = "iret"
+        out.append(Boundary(index, eip, view.name(eip), text, cpu.cpl, window))
+        if end(cpu):
+            return out
+        machine.step()
+    raise ScenarioError(f"{scenario.config.label()}: the {scenario.config.path} path did "
+                        f"not end within {BRANCH_BUDGET} steps")
+
+
+# -- sweeps ----------------------------------------------------------------------------------
+def depth1(scenario: Scenario) -> list[tuple[int, ...]]:
+    """One interrupt at every boundary of the path."""
+    return [(k,) for k in range(len(scenario.boundaries))]
+
+
+def depth2(scenario: Scenario) -> list[tuple[int, ...]]:
+    """Every ordered pair of boundaries: at k1, then the next time k2 is reached."""
+    n = len(scenario.boundaries)
+    return [(a, b) for a in range(n) for b in range(n)]
+
+
+def schedules(scenario: Scenario, depth: int) -> list[tuple[int, ...]]:
+    if depth == 1:
+        return depth1(scenario)
+    if depth == 2:
+        return depth2(scenario)
+    raise ValueError(f"depth {depth}: only 1 and 2 are swept exhaustively")
+
+
+def sweep(scenario: Scenario, depth: int = 1,
+          chosen: Iterable[tuple[int, ...]] | None = None) -> list[Outcome]:
+    """Run every schedule of ``depth`` (or ``chosen``) from the scenario's start."""
+    return [scenario.run_branch(s) for s in (schedules(scenario, depth) if chosen is None
+                                             else chosen)]

@@ -1,0 +1,135 @@
+"""A sweep's result as data, as the text map ``vmi race`` prints, and as JSON.
+
+``PathReport`` holds one path's boundaries and the outcome of every schedule run
+over it; its ``cells`` give, per boundary, which invariant an interrupt there
+broke (the race map: one cell per instruction boundary), and ``counterexample``
+is the smallest failing schedule (fewest interrupts, then earliest boundaries).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from attrs import define, field
+
+from vmi.race.explorer import Outcome, Scenario
+from vmi.race.invariants import INVARIANTS
+
+#: One character per invariant in the text map ("." = none broke).
+MAP_CHARS = {"lost-work": "L", "nesting": "N", "exactly-once": "X", "integrity": "I",
+             "mutual-exclusion": "M", "spin-irq": "S"}
+
+
+@define
+class PathReport:
+    """One path of one configuration, swept."""
+
+    scenario: Scenario
+    depth: int
+    outcomes: list[Outcome] = field(factory=list)
+    seconds: float = 0.0
+    searched: bool = False  # outcomes came from a hypothesis search, not a sweep
+
+    @property
+    def broken(self) -> Counter[str]:
+        return Counter(o.invariant for o in self.outcomes if o.invariant is not None)
+
+    def cells(self) -> list[str | None]:
+        """Per boundary k: the invariant broken by the schedule whose first interrupt
+        is at k (the first broken one over all schedules starting there), or None."""
+        cells: list[str | None] = [None] * len(self.scenario.boundaries)
+        for outcome in self.outcomes:
+            if outcome.schedule and outcome.invariant and cells[outcome.schedule[0]] is None:
+                cells[outcome.schedule[0]] = outcome.invariant
+        return cells
+
+    def counterexample(self) -> Outcome | None:
+        failing = [o for o in self.outcomes if not o.ok]
+        if not failing:
+            return None
+        return min(failing, key=lambda o: (len(o.schedule), o.schedule))
+
+    def as_dict(self) -> dict[str, Any]:
+        sc = self.scenario
+        worst = self.counterexample()
+        outcomes = self.outcomes if self.depth == 1 else [o for o in self.outcomes if not o.ok]
+        return {
+            "path": sc.config.path,
+            "mode": sc.config.mode,
+            "policy": sc.system.policy,
+            "macros": sc.system.macros,
+            "cpus": sc.config.cpus,
+            "depth": self.depth,
+            "searched": self.searched,
+            "boundaries": [{"index": b.index, "eip": b.eip, "where": b.name,
+                            "instruction": b.text, "cpl": b.cpl, "window": b.window}
+                           for b in sc.boundaries],
+            "cells": self.cells(),
+            "schedules": len(self.outcomes),
+            "broken": dict(sorted(self.broken.items())),
+            "outcomes": [o.as_dict() for o in outcomes],
+            "counterexample": None if worst is None else {
+                **worst.as_dict(), "replay": sc.replay(worst)},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def map_line(report: PathReport) -> str:
+    """The map as one line of characters: ``.`` held, a letter per invariant."""
+    return "".join("." if c is None else MAP_CHARS[c] for c in report.cells())
+
+
+def render(report: PathReport, *, verbose: bool = True) -> list[str]:
+    """The text ``vmi race`` prints for one path."""
+    sc = report.scenario
+    lines = [f"path {sc.config.path}: {sc.spec.describe}, {len(sc.boundaries)} boundaries "
+             f"({sc.config.label()})"]
+    if verbose:
+        cells = report.cells()
+        lines.append(f"  {'k':>3}  {'eip':<10}  {'where':<28} {'instruction':<34} "
+                     f"{'window':<8} result")
+        for b, cell in zip(sc.boundaries, cells, strict=True):
+            window = b.window or ""
+            lines.append(f"  {b.index:>3}  {b.eip:#010x}  {b.name[:28]:<28} "
+                         f"{b.text[:34]:<34} {window:<8} {cell or 'ok'}")
+    lines.append(f"  map: {map_line(report)}")
+    broken = report.broken
+    kind = "searched" if report.searched else f"depth {report.depth}"
+    summary = ", ".join(f"{name} {count}" for name, count in sorted(broken.items())) or "none"
+    lines.append(f"  {len(report.outcomes)} schedules ({kind}) in {report.seconds:.2f} s; "
+                 f"broken: {summary}")
+    worst = report.counterexample()
+    if worst is not None:
+        lines += render_counterexample(sc, worst)
+    return lines
+
+
+def legend() -> str:
+    """What the map's characters mean."""
+    names = ", ".join(f"{char} {name}" for name, char in MAP_CHARS.items())
+    return f"(. every invariant held; {names})"
+
+
+def render_counterexample(sc: Scenario, outcome: Outcome) -> list[str]:
+    """The minimal counterexample: each interrupt's step, EIP and symbol, the
+    instructions around the first one, and the broken invariant."""
+    v = outcome.violation
+    assert v is not None
+    lines = [f"  counterexample: {len(outcome.schedule)} interrupt(s) at boundary "
+             f"{', '.join(str(k) for k in outcome.schedule)}"]
+    for inj in outcome.injections:
+        lines.append(f"    vector {inj.vector:#04x} raised at step {inj.step} "
+                     f"(machine step {inj.machine_step}), eip {inj.eip:#010x} {inj.where}")
+    if outcome.schedule:
+        k = outcome.schedule[0]
+        for b in sc.boundaries[max(0, k - 3):k + 3]:
+            mark = ">" if b.index == k else " "
+            lines.append(f"    {mark} {b.eip:#010x} {b.name:<28} {b.text}")
+    lines.append(f"    broke {v.invariant} at step {v.step} (cpu{v.cpu}, {v.where}): "
+                 f"{v.detail}")
+    return lines
+
+
+__all__ = ["INVARIANTS", "MAP_CHARS", "PathReport", "legend", "map_line", "render",
+           "render_counterexample"]
