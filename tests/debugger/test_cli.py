@@ -138,17 +138,6 @@ def test_bad_options_give_one_line_errors(tmp_path):
     assert status == 1 and "--base" in err
 
 
-def test_without_a_program_or_kernel_the_error_says_to_pass_one():
-    status, _out, err = debug([], [])
-    import importlib.util
-
-    has_kernel = importlib.util.find_spec("vmi.guest") is not None and \
-        hasattr(importlib.import_module("vmi.guest.build"), "boot_machine")
-    if not has_kernel:
-        assert status == 1
-        assert "pass --program FILE.S" in err
-
-
 def test_the_shell_over_stringio():
     engine = open_engine(PROGRAM)
     out = io.StringIO()

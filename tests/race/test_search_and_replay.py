@@ -41,7 +41,8 @@ def test_counterexample_replays_from_reset():
     fresh = boot_system(replay["mode"], policy=replay["policy"], macros=replay["macros"],
                         cpus=replay["cpus"], seed=replay["seed"])
     fresh.machine.add_schedule(replay["schedule"])
-    while fresh.machine.steps < replay["stop_step"]:
+    assert replay["stop_step"] == worst.injections[-1].machine_step + 1
+    while fresh.machine.steps < replay["violation_step"]:
         fresh.machine.step()
     cpu = fresh.machine.cpus[0]
     assert (cpu.seg_base[1] + cpu.eip) & 0xFFFFFFFF == worst.violation.eip

@@ -16,6 +16,8 @@ import click
 from vmi.commands import UserError, parse_int
 
 _MACRO_SETS = ["native", "vmi", "naive", "vmi-split", "none"]
+_MODES = ["native", "trap", "vmi", "naive"]
+_POLICIES = ["defer", "fixup", "none"]
 
 
 def parse_size(text: str, what: str) -> int:
@@ -29,25 +31,36 @@ def parse_size(text: str, what: str) -> int:
 
 def machine_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """The options that choose the machine a session starts from (shared with
-    ``vmi gdbserver``)."""
+    ``vmi gdbserver``). Those without a default shown are None when not given, so a
+    replay file's configuration can be checked against what the user asked for."""
     options = [
-        click.option("--cpus", default=1, show_default=True, type=click.IntRange(1, 64),
-                     help="Number of CPUs."),
+        click.option("--mode", type=click.Choice(_MODES), default=None,
+                     help="How the bundled kernel runs: native (the bare machine), trap "
+                          "(native kernel under the VMI monitor), vmi (the vmi-annotated "
+                          "kernel under the monitor), naive (the naive paravirtual kernel "
+                          "under the monitor). Default native."),
+        click.option("--policy", type=click.Choice(_POLICIES), default=None,
+                     help="Under --mode vmi: what an interrupt inside the ROM's IRET/"
+                          "SYSEXIT window does (defer, fixup, none). Default defer."),
+        click.option("--seed", type=click.IntRange(min=0), default=None,
+                     help="The kernel's timer phase and CPU interleaving (default 0)."),
+        click.option("--cpus", default=None, type=click.IntRange(1, 64),
+                     help="Number of CPUs (default 1)."),
         click.option("--program", metavar="FILE.S",
                      help="Assemble FILE.S and run it on flat 32-bit CPUs (else: the "
                           "bundled kernel)."),
         click.option("--base", default="0x1000", show_default=True, metavar="ADDR",
                      help="Load address of --program; EIP starts at _start if defined."),
-        click.option("--macros", type=click.Choice(_MACRO_SETS), default="native",
-                     show_default=True,
-                     help="Macro set for --program, or the bundled kernel's mode."),
-        click.option("--memory", default="4M", show_default=True, metavar="SIZE",
-                     help="Memory of a --program machine (bytes, or with K/M)."),
+        click.option("--macros", type=click.Choice(_MACRO_SETS), default=None,
+                     help="Macro set of --program (default native), or of the kernel where "
+                          "the mode allows (--mode vmi --macros vmi-split)."),
+        click.option("--memory", default=None, metavar="SIZE",
+                     help="Memory of a --program machine (bytes, or with K/M; default 4M)."),
         click.option("--schedule", metavar="FILE.json",
                      help="Interrupt schedule: a JSON list of [cycle, cpu, vector]."),
         click.option("--replay", metavar="FILE.json",
-                     help="Open a counterexample ({schedule, stop_step}) one step before "
-                          "its stop."),
+                     help="Open a race counterexample one step before its fatal "
+                          "interrupt (docs/debugger.md, 'Replay files')."),
         click.option("--interleaving", metavar="LIST",
                      help="CPU order used cyclically, e.g. 0,0,1 (default round-robin)."),
     ]
@@ -56,39 +69,47 @@ def machine_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def open_session(cpus: int, program: str | None, base: str, macros: str, memory: str,
-                 schedule: str | None, replay: str | None,
-                 interleaving: str | None) -> tuple[Any, str]:
-    """Build the engine the options describe; every failure is one ``UserError`` line."""
+def open_session(options: dict[str, Any]) -> tuple[Any, str]:
+    """Build the engine the options (``machine_options``'s, by name) describe; every
+    failure is one ``UserError`` line."""
     from vmi.debugger.loader import LoadError, open_engine
 
+    base = options["base"]
     address = parse_int(base, "--base")
     if not 0 <= address <= 0xFFFFFFFF:
         raise UserError(f"--base: {base} is not a 32-bit address")
-    size = parse_size(memory, "--memory")
+    memory = options["memory"]
+    size = None if memory is None else parse_size(memory, "--memory")
     order = None
+    interleaving = options["interleaving"]
     if interleaving:
         order = [parse_int(item.strip(), "--interleaving") for item in interleaving.split(",")]
     try:
-        return open_engine(program=program, base=address, macros=macros, cpus=cpus,
-                           memory_size=size, schedule=schedule, replay=replay,
-                           interleaving=order)
+        return open_engine(program=options["program"], base=address, macros=options["macros"],
+                           cpus=options["cpus"], memory_size=size,
+                           schedule=options["schedule"], replay=options["replay"],
+                           interleaving=order, mode=options["mode"], policy=options["policy"],
+                           seed=options["seed"])
     except LoadError as error:
         raise UserError(str(error)) from None
 
 
 @click.command("debug")
 @machine_options
-def command(cpus: int, program: str | None, base: str, macros: str, memory: str,
-            schedule: str | None, replay: str | None, interleaving: str | None) -> None:
-    """Debug a program (--program FILE.S) or the bundled kernel, step by step.
+def command(**options: Any) -> None:
+    """Debug the bundled kernel (natively or under the VMI monitor) or a program
+    (--program FILE.S), step by step.
 
-    Commands are gdb's (stepi, continue, break *ADDR, x/4wx $esp, info
-    registers, reverse-stepi, ...) plus inject, stack and info idt/gdt/tss;
-    'help' lists them. Reads stdin: a terminal or a pipe.
+    Commands are gdb's (stepi, continue, break SYMBOL, x/4wx $esp, info
+    registers, reverse-stepi, ...) plus inject, stack, info idt/gdt/tss/vcpu/
+    monitor; 'help' lists them. Reads stdin: a terminal or a pipe.
+
+    \b
+    python -m vmi debug --mode vmi --policy defer
+    python -m vmi debug --replay counterexample.json
+    python -m vmi debug --program prog.S
     """
     from vmi.debugger.repl import DebuggerShell
 
-    engine, banner = open_session(cpus, program, base, macros, memory, schedule, replay,
-                                  interleaving)
+    engine, banner = open_session(options)
     DebuggerShell(engine).run(banner)

@@ -1,5 +1,6 @@
 """``vmi gdbserver``: serve a machine to gdb over the remote serial protocol.
 
+    python -m vmi gdbserver --mode vmi --port 1234      (the bundled kernel)
     python -m vmi gdbserver --program prog.S --port 1234
     gdb -ex 'set architecture i386' -ex 'target remote :1234'
 
@@ -9,6 +10,8 @@ unless ``--host`` says otherwise.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
@@ -23,14 +26,12 @@ from vmi.commands.debug import machine_options, open_session
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (the default serves this machine only).")
 @click.option("--once", is_flag=True, help="Exit when the first client disconnects.")
-def command(cpus: int, program: str | None, base: str, macros: str, memory: str,
-            schedule: str | None, replay: str | None, interleaving: str | None, port: int,
-            host: str, once: bool) -> None:
-    """Serve a program (--program FILE.S) or the bundled kernel to gdb."""
+def command(port: int, host: str, once: bool, **options: Any) -> None:
+    """Serve the bundled kernel (natively or under the VMI monitor: --mode) or a
+    program (--program FILE.S) to gdb."""
     from vmi.debugger.gdbstub import GdbServer
 
-    engine, banner = open_session(cpus, program, base, macros, memory, schedule, replay,
-                                  interleaving)
+    engine, banner = open_session(options)
     server = GdbServer(engine)
     try:
         chosen = server.listen(host, port)

@@ -55,7 +55,7 @@ class CPU:
         "r", "eip", "flags", "lf", "sreg", "seg_base", "seg_limit", "cr", "cpl",
         "code_bits", "stack_bits", "mem", "icache", "cycles", "instructions", "halted", "msr",
         "platform", "io", "seg_attr", "shadow", "gdtr", "idtr", "ldtr", "tr", "dr", "tlb",
-        "batch_ended", "icaches",
+        "batch_ended", "icaches", "accessor_cache",
         "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
         "__weakref__",
     )
@@ -76,6 +76,7 @@ class CPU:
         self.stack_bits = 32  # SS.B: ESP or SP addresses the stack
         self.icache: dict[int, tuple[Callable[[CPU], None], int, int]] = {}
         self.icaches: dict[tuple[int, ...], dict[int, Any]] = {}
+        self.accessor_cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.cycles = 0
         self.instructions = 0
         self.halted = False

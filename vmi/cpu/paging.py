@@ -419,11 +419,20 @@ def _mode_key(cpu: Any) -> tuple[Any, ...]:
 
 def install(cpu: Any) -> None:
     """Give a protected-mode CPU the accessors for its current state, unless it
-    already has them (segment loads that change nothing cost one comparison)."""
+    already has them (segment loads that change nothing cost one comparison).
+    Each set is kept per CPU by its mode key (``cpu.accessor_cache``), so moving
+    between the kernel's and a user program's segments reuses the sets built
+    before: they close over the CPU's TLB and the key's values only."""
     key = _mode_key(cpu)
     if getattr(getattr(cpu, "rd8", None), "mode_key", None) == key:
         return
-    rd8, rd16, rd32, wr8, wr16, wr32 = protected_accessors(cpu)
+    cache = cpu.accessor_cache
+    made = cache.get(key)
+    if made is None:
+        if len(cache) >= 32:  # contexts come and go: start over
+            cache.clear()
+        made = cache[key] = protected_accessors(cpu)
+    rd8, rd16, rd32, wr8, wr16, wr32 = made
     cpu.rd8, cpu.rd16, cpu.rd32 = rd8, rd16, rd32
     cpu.wr8, cpu.wr16, cpu.wr32 = wr8, wr16, wr32
     try:

@@ -26,11 +26,14 @@ free of side effects: memory is read through ``memview``, never through the
 processor's own page walk, which would set accessed bits and load CR2.
 
 Hooks. ``annotate(machine, cpu) -> list[str]``, when given, adds lines to
-every stop report and to ``info vcpu``: the VMI monitor will use it to show
-virtual IF and whether a CPU is inside the IRET window. A platform that
-keeps state outside guest memory provides ``snapshot()`` and ``restore()``
-so reverse execution can carry it. Exceptions the platform delivers are seen
-through its ``trace`` attribute (``NativePlatform`` has one), for
+every stop report and to ``info vcpu``. ``monitor``, the VMI monitor the
+machine runs under (``vmi.hypervisor``), puts the virtual IF, the pending
+virtual vectors and a window marker on the state line, says after each step
+what the monitor's policy did with an interrupt, and adds ``info monitor``
+(``vmi.debugger.monitorview``). A platform that keeps state outside guest
+memory provides ``snapshot()`` and ``restore()`` so reverse execution can
+carry it (the monitor does: its statistics). Exceptions the platform delivers
+are seen through its ``trace`` attribute (``NativePlatform`` has one), for
 ``catch exception``.
 """
 
@@ -55,12 +58,15 @@ from vmi.debugger.memview import (
     read_prefix,
     write_plan,
 )
+from vmi.debugger.monitorview import Before, MonitorView, Window
 
 M32 = 0xFFFFFFFF
 #: Steps ``continue`` takes at most unless told otherwise (``set step-budget N``).
 DEFAULT_STEP_BUDGET = 200_000
 #: How often a long run looks at ``poll`` (the gdb stub's check for ^C).
 POLL_EVERY = 256
+#: The most monitor notes (window policy outcomes) a stop report lists in full.
+MAX_NOTES = 8
 #: The most units ``x`` and ``disassemble`` show at once.
 MAX_UNITS = 4096
 #: Register names an expression or ``set $reg`` may use.
@@ -181,7 +187,7 @@ _SHORT = {
     "enable": "enable breakpoints",
     "watch": "stop after a write changes memory",
     "catch": "stop on an interrupt, an exception or iret",
-    "info": "registers, segments, idt, gdt, tss, msr, vcpu, breakpoints",
+    "info": "registers, segments, idt, gdt, tss, msr, vcpu, monitor, breakpoints",
     "x": "examine memory (x/4wx $esp, x/3i $pc)",
     "disassemble": "disassemble around EIP or at ADDR",
     "display": "show an expression at every stop",
@@ -229,9 +235,10 @@ COMMANDS = (
             "Stop after an external interrupt or an exception is delivered, or when a CPU "
             "is about to execute iret."),
     Command("info", ("i", "inf"),
-            "info registers|segments|idt|gdt|tss|msr|vcpu|breakpoints|display|symbol",
+            "info registers|segments|idt|gdt|tss|msr|vcpu|monitor|breakpoints|display|symbol",
             "Show processor state: registers [REG...], segment caches, descriptor "
-            "tables, the TSS, MSRs, all CPUs, breakpoints, displays, or the symbol at ADDR."),
+            "tables, the TSS, MSRs, all CPUs, the VMI monitor's counts and windows, "
+            "breakpoints, displays, or the symbol at ADDR."),
     Command("x", (), "x/NFU ADDR",
             "Examine memory at a linear address: N units, format F (x d u o t c a s i), "
             "unit U (b h w g)."),
@@ -251,7 +258,9 @@ COMMANDS = (
     Command("cpu", ("thread",), "cpu [N]", "Select the CPU whose view is shown."),
     Command("inject", (), "inject VECTOR [at STEP] [cpu N]",
             "Raise an external interrupt on the selected CPU (or cpu N) now, or when the "
-            "machine reaches global step STEP."),
+            "machine reaches global step STEP. It goes through the interrupt controller: "
+            "under the VMI monitor the monitor takes it and its window policy decides, "
+            "and the next stop says what it did."),
     Command("record", (), "record FILE | record stop",
             "Write a line per step from now on: step, cpu, kind, eip, instruction."),
     Command("help", ("h",), "help [COMMAND]", "List the commands, or describe one."),
@@ -266,6 +275,7 @@ INFO_TOPICS = {
     "tss": ("tss",),
     "msr": ("msr", "msrs"),
     "vcpu": ("vcpu", "vcpus", "cpus", "threads"),
+    "monitor": ("monitor", "vmi", "hypervisor"),
     "breakpoints": ("b", "break", "breakpoints", "watchpoints"),
     "display": ("display",),
     "symbol": ("symbol",),
@@ -291,13 +301,20 @@ class Engine:
     """A debugger over one ``vmi.machine.Machine`` (see the module docstring).
 
     ``symbols`` maps names to linear addresses (``Program.symbols``).
+    ``labels``, when given, are the names used for ``symbol+offset`` (default:
+    ``symbols``; the kernel's constants are symbols but not places).
     ``annotate(machine, cpu)`` returns extra lines about a CPU's virtual state.
+    ``monitor`` is the VMI monitor the machine runs under, if any; ``windows`` are
+    code windows it does not know that the state line should mark (a naive
+    kernel's inline IRET, ``monitorview.naive_windows``).
     ``step_budget`` bounds ``continue``; ``command_limit``, when set, bounds the
     steps of any one command whatever it asks (tests and notebooks use it).
     """
 
     def __init__(self, machine: Any, symbols: dict[str, int] | None = None, *,
                  annotate: Callable[[Any, Any], list[str]] | None = None,
+                 labels: dict[str, int] | None = None, monitor: Any = None,
+                 windows: list[Window] | None = None,
                  step_budget: int = DEFAULT_STEP_BUDGET,
                  snapshot_interval: int = DEFAULT_INTERVAL,
                  snapshot_budget: int = DEFAULT_BUDGET,
@@ -305,8 +322,18 @@ class Engine:
         self.machine = machine
         self.symbols: dict[str, int] = {}
         self._sorted: list[tuple[int, str]] = []
-        self.set_symbols(symbols or {})
+        self.set_symbols(symbols or {}, labels)
         self.annotate = annotate
+        self.monitor = monitor
+        self.monitor_view = None if monitor is None else MonitorView(
+            monitor, machine, windows=windows, symbolize=self.symbolize)
+        #: What the monitor did during the current command: (step, text, notable).
+        self._notes: list[tuple[int, str, bool]] = []
+        self._notes_dropped = 0
+        self._counters: Any = None
+        self._counters_key: tuple[int, int] | None = None
+        #: The booted ``vmi.system.System`` when the loader made one (else None).
+        self.system: Any = None
         self.step_budget = step_budget
         self.command_limit = command_limit
         self.selected = 0
@@ -351,11 +378,12 @@ class Engine:
         """Finish a trace being recorded."""
         self._stop_recording()
 
-    def set_symbols(self, symbols: dict[str, int]) -> None:
-        """Use ``symbols`` (name -> linear address) for expressions and labels."""
+    def set_symbols(self, symbols: dict[str, int], labels: dict[str, int] | None = None) -> None:
+        """Use ``symbols`` (name -> value) for expressions and ``labels`` (name ->
+        linear address; default: ``symbols``) for ``symbol+offset``."""
         self.symbols = dict(symbols)
         first: dict[int, str] = {}
-        for name, address in self.symbols.items():
+        for name, address in (self.symbols if labels is None else labels).items():
             if not name.startswith(".") and address not in first:
                 first[address & M32] = name
         self._sorted = sorted(first.items())
@@ -467,6 +495,23 @@ class Engine:
             return self._stopped(Stop("machine-stopped", failure.cpu, message=failure.reason))
         return self._stopped(Stop("moved", self.selected))
 
+    def advance(self, step: int, *, note: Callable[[StepRecord], None] | None = None) -> Stop:
+        """Run forwards to global step ``step`` without stopping at points, calling
+        ``note`` with the record of every step taken (the replay loader lists the
+        interrupts delivered on the way)."""
+        machine = self.machine
+        while machine.steps < step:
+            try:
+                record = self._step(replay=machine.steps < self.history.end)
+            except _StepFailed as failure:
+                self._recover(failure.step)
+                return self._stopped(Stop("machine-stopped", failure.cpu,
+                                          message=failure.reason))
+            if note is not None:
+                note(record)
+        self._refresh_watches()
+        return self._stopped(Stop("moved", self.selected))
+
     # -- breakpoints (used by the commands and by the gdb stub) -----------------------------
     def add_breakpoint(self, address: int, *, temporary: bool = False,
                        owner: str = "user") -> Point:
@@ -574,6 +619,13 @@ class Engine:
         if self._record is not None and not replay:
             eip, text = self._next_text()
         self._events.clear()
+        view = self.monitor_view
+        if view is not None and not replay:
+            stats = view.monitor.stats
+            if self._counters_key != (id(stats), stats.exit_cycles):
+                self._counters = view.counters()
+            stepping = machine.cpus[machine.interleaving[machine._turn]]
+            pre = (stepping.index, stepping.cpl, (stepping.seg_base[1] + stepping.eip) & M32)
         try:
             cpu, kind, value = machine.step()
         except Exception as error:  # MachineStopped, or a fault of the model itself
@@ -581,6 +633,8 @@ class Engine:
             raise _StepFailed(step, self._upcoming_cpu(), reason) from None
         if kind == "instruction" and any(k == "exception" for _v, k in self._events):
             kind, value = "exception", next(v for v, k in self._events if k == "exception")
+        if view is not None and not replay:
+            self._monitor_step(view, step, pre, kind, value)
         history = self.history
         history.note_step(step, cpu)
         arrived = machine.steps
@@ -592,6 +646,48 @@ class Engine:
             what = text if kind in ("instruction", "exception") else f"{kind} {value:#x}"
             self._record.write(f"{step}\tcpu{cpu}\t{kind}\t{eip:#010x}\t{what}\n")
         return record
+
+    def _monitor_step(self, view: MonitorView, step: int, pre: tuple[int, int, int],
+                      kind: str, value: int) -> None:
+        """Note what the monitor did in ``step`` (its counters moved only if it took
+        an exit: ``exit_cycles`` is the cheap test)."""
+        stats = view.monitor.stats
+        key = (id(stats), stats.exit_cycles)
+        if key == self._counters_key:
+            return
+        before, after = self._counters, view.counters()
+        self._counters, self._counters_key = after, key
+        if after == before:
+            return
+        lines, notable = view.describe(before, after, Before(*pre), kind, value)
+        for text in lines:
+            self._note(step, text, notable)
+
+    def _note(self, step: int, text: str, notable: bool) -> None:
+        notes = self._notes
+        while notes and not notes[-1][2] and notes[-1][0] != step:
+            notes.pop()  # ordinary notes are kept for the last step only
+        if len(notes) >= 4 * MAX_NOTES:
+            del notes[MAX_NOTES:2 * MAX_NOTES]
+            self._notes_dropped += MAX_NOTES
+        notes.append((step, text, notable))
+
+    def take_notes(self, last: StepRecord | None) -> list[str]:
+        """What the monitor did since the last call, as report lines: every notable
+        outcome (policy decisions at a window) and the ordinary ones (a delivery, an
+        interrupt made pending) of the last step ``last``."""
+        notes, dropped = self._notes, self._notes_dropped
+        self._notes, self._notes_dropped = [], 0
+        kept = [(step, text) for step, text, notable in notes
+                if notable or (last is not None and step == last.step)]
+        lines = [f"step {step}: monitor: {text}" for step, text in kept]
+        if len(lines) > MAX_NOTES:
+            skipped = len(lines) - MAX_NOTES + dropped
+            lines = lines[:MAX_NOTES // 2] + [f"... {skipped} more monitor notes ..."] + \
+                lines[-(MAX_NOTES // 2):]
+        elif dropped:
+            lines.insert(MAX_NOTES // 2, f"... {dropped} more monitor notes ...")
+        return lines
 
     def _upcoming_cpu(self) -> int:
         """The CPU the machine steps next (the interleaving at its current turn)."""
@@ -820,6 +916,7 @@ class Engine:
         last = stop.last
         if last is not None and last.kind in ("interrupt", "exception"):
             lines.append(f"step {last.step}: cpu{last.cpu} took {last.kind} {last.value:#x}")
+        lines += self.take_notes(last)
         lines += self._location_lines(self.selected)
         lines += self._display_lines()
         return "\n".join(lines)
@@ -838,11 +935,14 @@ class Engine:
         except Unmapped:
             text = f"(no page at linear {linear:#x})"
         lines = [f"{head}{' ' + label if label else ''}: {text}"]
-        state = (f"  cpl={cpu.cpl} IF={1 if cpu.flags & 0x200 else 0} "
+        view = self.monitor_view
+        virtual = f"{view.fields(cpu)} " if view is not None else ""
+        state = (f"  cpl={cpu.cpl} IF={1 if cpu.flags & 0x200 else 0} {virtual}"
                  f"shadow={1 if cpu.shadow else 0} mode={views.mode_name(cpu)}")
         if cpu.halted:
             state += " halted"
-        lines.append(f"{state} step={self.machine.steps}")
+        marker = view.marker(cpu) if view is not None else ""
+        lines.append(f"{state} step={self.machine.steps}{'  ' + marker if marker else ''}")
         lines += ["  " + text for text in self._annotations(cpu)]
         return lines
 
@@ -896,6 +996,7 @@ class Engine:
 
     def _run_command(self, action: Callable[[], Stop]) -> str:
         previous = self.selected
+        self.take_notes(None)  # forget what earlier commands (or the gdb stub) left
         stop = action()
         return self.report(stop, previous=previous)
 
@@ -1065,6 +1166,10 @@ class Engine:
             return "\n".join(views.msrs(cpu))
         if topic == "vcpu":
             return "\n".join(self._vcpu_lines())
+        if topic == "monitor":
+            if self.monitor_view is None:
+                return "No VMI monitor: the machine runs natively."
+            return "\n".join(self.monitor_view.info_lines())
         if topic == "breakpoints":
             return "\n".join(self._point_lines())
         if topic == "display":
@@ -1085,14 +1190,26 @@ class Engine:
             label = self.symbolize(linear)
             pending = machine.pic.pending[index]
             vectors = [f"{v:#x}" for v in range(256) if pending >> v & 1]
+            view = self.monitor_view
+            virtual = ""
+            if view is not None:
+                marker = view.marker(cpu)
+                fields = view.fields(cpu).split(" pic=")[0]
+                virtual = f" {fields}{'  ' + marker if marker else ''}"
             lines.append(
                 f"{mark} cpu{index}  eip={cpu.eip:#010x}{' <' + label + '>' if label else ''}  "
                 f"cpl={cpu.cpl} IF={1 if cpu.flags & 0x200 else 0} "
                 f"shadow={1 if cpu.shadow else 0} {'halted' if cpu.halted else 'running'} "
                 f"mode={views.mode_name(cpu)} cycles={cpu.cycles} "
-                f"pending=[{' '.join(vectors)}]")
+                f"pending=[{' '.join(vectors)}]{virtual}")
             lines += ["      " + text for text in self._annotations(cpu)]
         lines.append(f"interleaving {machine.interleaving}  step {machine.steps}")
+        if self.monitor_view is not None:
+            monitor = self.monitor_view.monitor
+            stats = monitor.stats
+            lines.append(f"monitor: mode {monitor.mode}, policy {monitor.policy}; deferred "
+                         f"{stats.deferred}, fixed up {stats.fixups}, nested in the window "
+                         f"{stats.nested_in_window} ('info monitor' for more)")
         return lines
 
     def _point_lines(self) -> list[str]:
@@ -1378,6 +1495,12 @@ class Engine:
         cpu = self._number(match.group(3), "cpu") if match.group(3) else None
         self.inject(vector, cpu, at)
         index = self._cpu_index(cpu)
+        view = self.monitor_view
+        if (at is None or at == self.machine.steps) and view is not None and \
+                view.active(self.machine.cpus[index]):
+            return (f"vector {vector:#x} is pending in the interrupt controller for cpu{index}; "
+                    f"the monitor takes it at the next boundary of cpu{index} (the real IF is "
+                    f"always 1 under it) and policy {view.monitor.policy} decides")
         if at is None or at == self.machine.steps:
             return (f"vector {vector:#x} is pending on cpu{index}; it is delivered at the "
                     "first boundary where IF=1 and no interrupt shadow holds it off")

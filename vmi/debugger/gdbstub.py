@@ -509,6 +509,10 @@ class GdbSession:
             cpu = engine.machine.cpus[index]
             text = (f"cpu{index} eip={cpu.eip:08x} cpl={cpu.cpl} "
                     f"IF={1 if cpu.flags & 0x200 else 0}{' halted' if cpu.halted else ''}")
+            view = engine.monitor_view
+            if view is not None:  # the VMI monitor: virtual IF, window
+                marker = view.marker(cpu)
+                text += f" {view.fields(cpu)}{' ' + marker if marker else ''}"
             return text.encode().hex()
         if packet.startswith("qRcmd,"):
             line = bytes.fromhex(packet[len("qRcmd,"):]).decode("utf-8", "replace")

@@ -246,7 +246,11 @@ class Scenario:
             "cpus": c.cpus, "seed": c.seed, "interleaving": None,
             "schedule": [[i.cycle, i.cpu, i.vector] for i in outcome.injections],
             "replayable": c.cpus == 1,
-            "stop_step": outcome.machine_step,
+            # the session opens at stop_step - 1: just before the step that raises
+            # (and, if it can, delivers) the last interrupt of the schedule
+            "stop_step": (outcome.injections[-1].machine_step + 1 if outcome.injections
+                          else outcome.machine_step),
+            "violation_step": outcome.machine_step,
             "path": c.path, "invariant": None if v is None else v.invariant,
             "description": "no invariant broke" if v is None else v.describe(),
         }
