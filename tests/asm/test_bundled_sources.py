@@ -22,11 +22,10 @@ Then every section is compared (address, size, bytes), and the whole flat
 image. Skipped when ``as`` or ``ld`` is not installed. ``docs/asm.md``,
 "The bundled sources", describes the check.
 
-A few statements of the bundled sources are spelled in a way GNU as rejects
-although their bytes are well defined (``GNU_SPELLINGS``): GNU as is given the
-GNU spelling of the same statement there, and ``test_gnu_spellings_are_needed``
-checks that GNU as really rejects each original (so an entry that is no longer
-needed fails instead of lingering).
+Every source is given to GNU as as written, so the test fails on a statement GNU
+as rejects. ``boot.S`` writes offsets in the ROM segment as ``label - rom_start``
+(a 16-bit field GNU as cannot fill with ``label - ROM_BASE``): the test checks
+that ``rom_start`` is ``ROM_BASE``, the image base.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.asm.gnu import LINK_TOOLS, GnuFailure, GnuSection, gnu_link_sections, missing_tools
+from tests.asm.gnu import LINK_TOOLS, GnuSection, gnu_link_sections, missing_tools
 from vmi.asm import Program, assemble, macro_source
 from vmi.guest import build
 
@@ -107,62 +106,12 @@ CASES: dict[str, Callable[[], tuple[Case, Program]]] = {
 }
 
 
-#: Statements GNU as rejects, and the GNU spelling (same bytes) GNU as is given instead:
-#: file name -> [(statement as written, GNU spelling, vmi.asm warns about it)]. Each
-#: original is rejected by GNU as (``test_gnu_spellings_are_needed``); rewriting the
-#: sources this way makes the entry unnecessary (the test then says so).
-GNU_SPELLINGS: dict[str, list[tuple[str, str, bool]]] = {
-    # GNU as writes an ELF object with REL relocations: a 16-bit field holds the
-    # addend, the label's offset in .text minus 0xF0000, which does not fit
-    # ("value of fff10050 too large for field of 2 bytes"), although the linked
-    # value does. rom_start is ROM_BASE (the first byte of .text), and a difference
-    # of two labels of one section is a constant to GNU as.
-    "boot.S": [
-        ("lgdtl %cs:(boot_gdt_descr - ROM_BASE)", "lgdtl %cs:(boot_gdt_descr - rom_start)",
-         False),
-        ("ljmp $0xF000, $(rom_start - ROM_BASE)", "ljmp $0xF000, $(rom_start - rom_start)",
-         False),
-    ],
-    # GNU as splits macro arguments at the blanks around `-`: four arguments for
-    # PRINT's two ("too many positional arguments"); vmi.asm warns and reads one
-    # expression (docs/asm.md, "Differences from GNU as").
-    "syscalls.S": [("PRINT hello, hello_end - hello", "PRINT hello, hello_end-hello", True)],
-    "locker.S": [("PRINT done, done_end - done", "PRINT done, done_end-done", True)],
-    "fpu.S": [("PRINT done, done_end - done", "PRINT done, done_end-done", True)],
-    "stack16.S": [("PRINT done, done_end - done", "PRINT done, done_end-done", True)],
-}
-#: The vmi.asm warning that marks a statement of the second kind.
-SPLIT_WARNING = "GNU as splits these arguments at blanks"
-
-
-def _respelled(source: Path) -> tuple[str, list[int], list[int]]:
-    """``source`` with the GNU spellings of ``GNU_SPELLINGS``, the 1-based lines changed,
-    and those of them vmi.asm warns about."""
-    text = source.read_text()
-    lines = text.split("\n")
-    changed, warned = [], []
-    for original, spelling, warns in GNU_SPELLINGS.get(source.name, ()):
-        hits = [k for k, line in enumerate(lines) if original in line]
-        assert hits, (f"{source.name} no longer has {original!r}: remove it from "
-                      f"GNU_SPELLINGS")
-        for k in hits:
-            lines[k] = lines[k].replace(original, spelling)
-            changed.append(k + 1)
-            if warns:
-                warned.append(k + 1)
-    return "\n".join(lines), sorted(changed), sorted(warned)
-
-
-def gnu_source(case: Case, respell: bool = True) -> str:
-    """What GNU as reads for ``case``: the macro set, then the source (included, or
-    inline with its GNU spellings)."""
+def gnu_source(case: Case) -> str:
+    """What GNU as reads for ``case``: the macro set, then the source, both included."""
     lines = []
     if case.macros is not None:
         lines.append(f'\t.include "{macro_source(case.macros)[1]}"')
-    if respell and case.source.name in GNU_SPELLINGS:
-        lines.append(_respelled(case.source)[0])
-    else:
-        lines.append(f'\t.include "{case.source}"')
+    lines.append(f'\t.include "{case.source}"')
     return "\n".join(lines) + "\n"
 
 
@@ -250,12 +199,8 @@ def test_bundled_source_matches_gnu_as(name: str) -> None:
     assert program.base == case.base
     # The defines given to GNU as are the ones the product assembled with.
     assert {key: program.symbols.get(key) for key in case.defines} == case.defines
-    # vmi.asm warns about exactly the split statements GNU as is given respelled.
-    assert sorted((w.location.filename, w.location.line) for w in program.warnings
-                  if SPLIT_WARNING in w.message
-                  ) == [(str(case.source), line) for line in _respelled(case.source)[2]]
-    assert [str(w) for w in program.warnings if SPLIT_WARNING not in w.message] == []
-    if case.source.name == "boot.S":  # the GNU spelling names rom_start for ROM_BASE
+    assert [str(w) for w in program.warnings] == []
+    if case.source.name == "boot.S":  # offsets in the ROM segment are label - rom_start
         assert program.symbols["rom_start"] == program.symbols["ROM_BASE"] == program.base
     gnu = gnu_sections(case, program)
     problems = compare(program, gnu)
@@ -263,19 +208,3 @@ def test_bundled_source_matches_gnu_as(name: str) -> None:
         problems)
     assert gnu_image(program, gnu) == program.image  # the whole flat image
     assert program.image, "an empty image compares trivially"
-
-
-#: One product build of each source that has GNU spellings.
-SPELLED = {"boot.S": "boot.S-native", **{f"{name}.S": f"{name}.S-slot0" for name in build.PROGRAMS}}
-
-
-@pytest.mark.parametrize("source", GNU_SPELLINGS)
-def test_gnu_spellings_are_needed(source: str) -> None:
-    """GNU as rejects each statement of ``GNU_SPELLINGS`` as written (and nothing else)."""
-    case, program = CASES[SPELLED[source]]()
-    with pytest.raises(GnuFailure) as failure:
-        gnu_link_sections(gnu_source(case, respell=False), program, gnu_includes(case),
-                          case.defines)
-    rejected = sorted({line for path, line, _message in failure.value.errors
-                       if Path(path).name == source})
-    assert rejected == _respelled(case.source)[1], failure.value.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.asm.gnu import gnu_link
+from tests.asm.gnu import gnu_assemble, gnu_link
 from vmi.asm import AsmError, assemble
 from vmi.asm.assembler import nop_padding
 
@@ -225,13 +225,41 @@ def test_macro_arguments_gnu_as_rejects_are_errors(arguments: str, message: str)
         assemble(f"{_SHOW}STR {arguments}\n", macros=None)
 
 
-def test_an_expression_gnu_as_would_split_is_read_whole_with_a_warning() -> None:
-    # GNU as: `len_end - len` is three arguments, too many for P (an error).
-    program = assemble(".macro P a, b\n.byte \\a, \\b\n.endm\nP 1, 5 - 2\n", macros=None)
-    assert program.image == bytes([1, 3])
-    (warning,) = program.warnings
-    assert "GNU as splits these arguments at blanks" in warning.message
-    assert (warning.location.line, warning.location.column) == (4, 8)
+#: Invocations GNU as splits into more arguments than the macro has: `5 - 2` is three
+#: arguments (`5`, `-`, `2`), so lines 4, 6 and 8 are "too many positional arguments";
+#: `5-2` and `(5 - 2)` are one. Checked against `as --32`.
+TOO_MANY = (".macro P a, b\n.byte \\a, \\b\n.endm\n"
+            "P 1, 5 - 2\n" "P 1, 5-2\n" "P 1,5 -2\n" "P 1, (5 - 2)\n"
+            "\tP msg, msg_end - msg\n" 'msg: .ascii "hi"\nmsg_end:\n')
+
+
+def test_too_many_positional_arguments_is_a_located_error() -> None:
+    with pytest.raises(AsmError) as failure:
+        assemble(TOO_MANY, macros=None, filename="split.S")
+    errors = failure.value.errors
+    message = "too many positional arguments for macro 'P'"
+    # located at the first argument too many
+    assert [(e.location.line, e.location.column, e.message) for e in errors] == [
+        (4, 8, message), (6, 7, message), (8, 17, message)]
+    assert errors[0].format().splitlines() == [f"split.S:4:8: error: {message}",
+                                               "P 1, 5 - 2", "       ^"]
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("as", "ld", "objcopy")),
+                    reason="GNU as, ld or objcopy is not installed")
+def test_too_many_positional_arguments_matches_gnu_as() -> None:
+    with pytest.raises(AsmError) as failure:
+        assemble(TOO_MANY, macros=None)
+    ours = {e.location.line: e.message for e in failure.value.errors}
+    theirs = gnu_assemble(TOO_MANY).errors
+    assert sorted(ours) == sorted(theirs) == [4, 6, 8]
+    assert all(ours[line].startswith(theirs[line]) for line in ours), (ours, theirs)
+    # the lines both accept give the same bytes
+    accepted = "".join(line for number, line in enumerate(TOO_MANY.splitlines(True), 1)
+                       if number not in ours)
+    program = assemble(accepted, macros=None)
+    assert gnu_link(accepted, program)[".text"] == program.image == b"\x01\x03\x01\x03hi"
+    assert program.warnings == ()
 
 
 #: Escapes as GNU as reads them: in strings `\a` and `\e` are the letters (`\v` is 11);

@@ -625,7 +625,7 @@ class Assembler(LeafFactory):
         if sum(1 for f in self.frames if f.kind == "macro") >= MAX_MACRO_DEPTH:
             raise StatementError(f"macros nested too deeply (expanding '{macro.name}')",
                                  word_col)
-        values = self._macro_arguments(macro, text, col)
+        values = arguments.bind(macro.name, macro.params, text, col)
         self.macro_count += 1
         values["@"] = str(self.macro_count - 1)
         body = [Line(line.number, sub, sub) for line in macro.body
@@ -633,53 +633,6 @@ class Assembler(LeafFactory):
         self.frames.append(Frame("macro", macro.filename, body, self.frames[-1].directory,
                                  cond_depth=len(self.conds), invocation=self._at(word_col),
                                  macro_name=macro.name, listed=self.frames[-1].listed))
-
-    def _macro_arguments(self, macro: Macro, text: str, col: int) -> dict[str, str]:
-        try:
-            return arguments.bind(macro.name, macro.params, text, col)
-        except StatementError as error:
-            if not error.message.startswith("too many positional arguments"):
-                raise
-            # GNU as splits `PRINT msg, msg_end - msg` at the blanks around `-` and
-            # rejects it; vmi.asm reads it as one expression (with a warning) when
-            # that makes the arguments fit (docs/asm.md, "Differences from GNU as").
-            try:
-                values = self._lenient_arguments(macro, text, col)
-            except StatementError:
-                raise error from None
-            self.warning(f"GNU as splits these arguments at blanks ({error.message}); "
-                         f"write the expression without blanks or in parentheses",
-                         self._at(error.column))
-            return values
-
-    def _lenient_arguments(self, macro: Macro, text: str, col: int) -> dict[str, str]:
-        """Arguments split at commas and at blanks not next to an operator."""
-        values: dict[str, str] = {}
-        positional = 0
-        params = macro.params
-        names = [p[0] for p in params]
-        for arg_col, arg in _split_arguments(text, col, bool(params) and params[-1][3],
-                                             len(params)):
-            name, eq, value = arg.partition("=")
-            if eq and name.strip() in names and name.strip() not in values:
-                values[name.strip()] = value.strip()
-                continue
-            while positional < len(params) and params[positional][0] in values:
-                positional += 1
-            if positional >= len(params):
-                raise StatementError(f"too many arguments for macro '{macro.name}'", arg_col)
-            values[params[positional][0]] = arg
-            positional += 1
-        for name, default, required, _vararg in params:
-            if name not in values or values[name] == "":
-                if required and name not in values:
-                    raise StatementError(
-                        f"missing value for required parameter '{name}' of macro "
-                        f"'{macro.name}'", col)
-                if default is not None and values.get(name, "") == "":
-                    values[name] = default
-                values.setdefault(name, "")
-        return values
 
     def _collect_block(self, frame: Frame, opener: str, openers: tuple[str, ...],
                        closers: tuple[str, ...]) -> list[Line] | None:
@@ -1009,7 +962,7 @@ class Assembler(LeafFactory):
         if word in (".ifb", ".ifnb"):
             return (arg == "") == (word == ".ifb")
         if word in (".ifc", ".ifnc"):
-            parts = _split_arguments(text, col, False, 2, commas_only=True)
+            parts = _split_arguments(text, col, commas_only=True)
             if len(parts) != 2:
                 raise StatementError(f"{word} needs two strings separated by ','", col)
             same = _unquote(parts[0][1]) == _unquote(parts[1][1])
@@ -1077,15 +1030,10 @@ def _unquote(text: str) -> str:
     return text
 
 
-_OPERATOR_SPACE = re.compile(r"\s*([-+*/%|&^<>=!~])\s*")
-
-
-def _split_arguments(text: str, col: int, vararg_last: bool, count: int,
-                     commas_only: bool = False) -> list[tuple[int, str]]:
+def _split_arguments(text: str, col: int, commas_only: bool = False) -> list[tuple[int, str]]:
     """Split at commas, and at blanks outside parentheses and quotes that are not
-    next to an operator: ``.macro`` parameter lists, ``.ifc`` operands, and the
-    lenient reading of macro arguments GNU as rejects (``arguments`` splits
-    macro arguments and ``.irp`` lists as GNU as does)."""
+    next to an operator: ``.macro`` parameter lists and ``.ifc`` operands
+    (``arguments`` splits macro arguments and ``.irp`` lists as GNU as does)."""
     args: list[tuple[int, str]] = []
     i, n = 0, len(text)
     while i < n:
@@ -1093,9 +1041,6 @@ def _split_arguments(text: str, col: int, vararg_last: bool, count: int,
             i += 1
         if i >= n:
             break
-        if vararg_last and len(args) == count - 1:
-            args.append((col + i, text[i:].rstrip()))
-            return args
         start = i
         depth = 0
         out = []
@@ -1530,8 +1475,7 @@ def _macro(asm: Assembler, text: str, col: int, word_col: int, word: str) -> Non
         raise StatementError(".macro needs a name", col + _lead(text))
     name = match.group(1)
     params: list[tuple[str, str | None, bool, bool]] = []
-    for part_col, part in _split_arguments(text[match.end():], col + match.end(), False, 0,
-                                           commas_only=False):
+    for part_col, part in _split_arguments(text[match.end():], col + match.end()):
         pname, eq, default = part.partition("=")
         pname = pname.strip()
         required = vararg = False

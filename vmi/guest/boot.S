@@ -9,7 +9,7 @@
 # This is firmware, assembled without a macro set: it is no part of the
 # kernel the hypervisor patches.
 
-ROM_BASE	= 0xF0000
+ROM_BASE	= 0xF0000			# = rom_start: the image starts here
 BOOT_CS		= 0x08
 BOOT_DS		= 0x10
 
@@ -17,7 +17,10 @@ BOOT_DS		= 0x10
 rom_start:
 	cli
 	cld
-	lgdtl %cs:(boot_gdt_descr - ROM_BASE)
+	# offsets in the ROM segment (CS base ROM_BASE) are label - rom_start: a
+	# difference of two labels is a constant to GNU as too (label - ROM_BASE
+	# would need a 16-bit relocation an ELF object cannot hold)
+	lgdtl %cs:(boot_gdt_descr - rom_start)
 	movl %cr0, %eax
 	orl $1, %eax			# PE
 	movl %eax, %cr0
@@ -50,5 +53,5 @@ boot_gdt_descr:
 	.org 0xFFF0
 	.code16
 reset_vector:
-	ljmp $0xF000, $(rom_start - ROM_BASE)
+	ljmp $0xF000, $(rom_start - rom_start)	# F000:0000, rom_start
 	.org 0x10000

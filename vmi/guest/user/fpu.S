@@ -32,7 +32,7 @@ _start:
 	testl %eax, %eax
 	jnz 1f
 	FAIL 1
-1:	PRINT done, done_end - done
+1:	PRINT done, done_end-done
 	FINISH
 
 	.data

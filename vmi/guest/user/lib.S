@@ -34,6 +34,8 @@
 .endm
 
 # PRINT label, length: write(1, label, length) through int $0x80.
+# Arguments are split at blanks, as in GNU as: write `msg_end-msg`, not
+# `msg_end - msg` (three arguments).
 .macro PRINT text, length
 	movl $1, %ebx
 	movl $\text, %ecx

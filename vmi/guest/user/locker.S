@@ -30,7 +30,7 @@ _start:
 	CHECK_EQ $0, %eax, 3
 1:	decl counter
 	jnz .Lround
-	PRINT done, done_end - done
+	PRINT done, done_end-done
 	FINISH
 
 	.data

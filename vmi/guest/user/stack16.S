@@ -49,7 +49,7 @@ _start:
 	movl $__USER_DS, %eax		# back to the flat stack
 	movl %eax, %ss
 	movl saved_esp, %esp
-	PRINT done, done_end - done
+	PRINT done, done_end-done
 	FINISH
 
 .Lsub:					# call/ret through SP; (%esp) operands would

@@ -55,7 +55,7 @@ S_EBP = 0x66666666
 _start:
 	SYS __NR_getpid
 	movl %eax, pid
-	PRINT hello, hello_end - hello
+	PRINT hello, hello_end-hello
 
 	# SIGUSR1 to pids 1..NR_TASKS (this task included; -ESRCH for the rest)
 	movl $1, %esi
