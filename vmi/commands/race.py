@@ -42,15 +42,26 @@ PATH_CHOICES = ("iret", "sysexit", "spinlock", "all")
               help="With 2 or more, the spinlock path under CPU interleavings.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="The workload's seed (timer phase, CPU start-up).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run the sweep on N local worker processes.")
+@click.option("--dask", "dask", metavar="ADDRESS", default=None,
+              help="Run the sweep on a Dask distributed cluster (a scheduler address, or "
+                   "'local' for a LocalCluster of --jobs workers on loopback).")
+@click.option("--journal", metavar="FILE", default=None,
+              help="Append each finished schedule to FILE; rerunning with it resumes.")
+@click.option("--plot", "plot", metavar="FILE.png", default=None,
+              help="Draw the race map (needs the plotting extra).")
 @click.option("--brief", is_flag=True, help="Only the map line per path, not the table.")
 @click.option("--save", "save", metavar="FILE.json", default=None,
               help="Write the first counterexample for `vmi debug --replay`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
-            examples: int | None, cpus: int, seed: int, brief: bool, save: str | None,
+            examples: int | None, cpus: int, seed: int, jobs: int, dask: str | None,
+            journal: str | None, plot: str | None, brief: bool, save: str | None,
             as_json: bool) -> None:
     """Sweep interrupt arrival over kernel paths and check the invariants."""
-    from vmi.race.explorer import Config, ScenarioError
+    from vmi.race.explorer import Config, ScenarioError, prepare
+    from vmi.race.jobs import Interrupted, JobError, JournalError
     from vmi.system import SystemError_, check_config
 
     try:
@@ -63,56 +74,115 @@ def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
             raise click.UsageError(f"--cpus {cpus}: with several CPUs only the spinlock path "
                                    "is explored (CPU interleavings)")
         paths = ["spinlock"]
+    if examples is not None and (jobs > 1 or dask or journal):
+        raise click.UsageError("--examples is a sequential search; --jobs, --dask and "
+                               "--journal apply to exhaustive sweeps")
     began = time.perf_counter()
-    reports = []
     try:
-        for name in paths:
-            config = Config(mode=mode, policy=policy, macros=macros, path=name, cpus=cpus,
-                            seed=seed)
-            reports.append(_explore(config, depth, examples))
-    except ScenarioError as error:
+        scenarios = [prepare(Config(mode=mode, policy=policy, macros=macros, path=name,
+                                    cpus=cpus, seed=seed)) for name in paths]
+        swept = time.perf_counter()
+        if examples is not None:
+            reports, digest, runner = _search(scenarios, depth, examples), None, "search"
+        else:
+            reports, digest, runner = _sweep(scenarios, depth, jobs, dask, journal,
+                                             progress=not as_json)
+    except (ScenarioError, JournalError, JobError) as error:
         raise UserError(str(error)) from None
-    seconds = time.perf_counter() - began
-    result = _result(reports, seconds)
+    except Interrupted as stop:
+        where = (f"; run the same command again to resume from {journal}" if journal else
+                 "; nothing was kept: give --journal FILE to be able to resume")
+        click.echo(f"vmi race: stopped, {stop.cause}: {stop.done} of {stop.total} schedules "
+                   f"done{where}", err=True)
+        sys.exit(130 if stop.cause == "interrupted" else 3)
+    finished = time.perf_counter()
+    result = _result(reports, finished - began, finished - swept, digest, runner)
     if save:
         _save(save, reports)
+    if plot:
+        _plot(plot, reports)
     if as_json:
         click.echo(json.dumps(result))
     else:
-        _print(reports, result, brief=brief, saved=save)
+        _print(reports, result, brief=brief, saved=save, plotted=plot)
     sys.exit(result["exit_status"])
 
 
-def _explore(config: Any, depth: int, examples: int | None) -> Any:
-    from vmi.race.explorer import prepare, sweep
+def _search(scenarios: list[Any], depth: int, examples: int) -> list[Any]:
+    from vmi.race.report import PathReport
+    from vmi.race.search import search
+
+    reports = []
+    for scenario in scenarios:
+        _, outcomes = search(scenario, examples, max_interrupts=depth)
+        reports.append(PathReport(scenario, depth, outcomes, searched=True))
+    return reports
+
+
+def _sweep(scenarios: list[Any], depth: int, jobs: int, dask: str | None,
+           journal_file: str | None, *, progress: bool) -> tuple[list[Any], str, str]:
+    """Every schedule of every path as jobs, on the chosen executor; the reports and
+    their hash."""
+    from vmi.race import jobs as J
+    from vmi.race.explorer import schedules
     from vmi.race.report import PathReport
 
-    scenario = prepare(config)
-    began = time.perf_counter()
-    if examples is None:
-        report = PathReport(scenario, depth, sweep(scenario, depth))
+    work = [J.Job(sc.config, sc.fingerprint, s) for sc in scenarios
+            for s in schedules(sc, depth)]
+    journal = None
+    if journal_file:
+        journal = J.Journal(journal_file, J.sweep_key(scenarios, f"depth {depth}")).open()
+    for scenario in scenarios:
+        J.adopt(scenario)  # serial runs use them; forked workers inherit them
+    if dask:
+        executor: Any = J.DaskExecutor(dask, workers=max(jobs, 2))
+        runner = f"dask {dask}"
+    elif jobs > 1:
+        executor, runner = J.processes(jobs), f"{jobs} processes"
     else:
-        try:
-            from vmi.race.search import search
-        except ImportError:  # pragma: no cover - hypothesis is a dependency
-            raise UserError("--examples needs hypothesis: pip install hypothesis") from None
-        _, outcomes = search(scenario, examples, max_interrupts=depth)
-        report = PathReport(scenario, depth, outcomes, searched=True)
-    report.seconds = time.perf_counter() - began
-    return report
+        executor, runner = J.SerialExecutor(), "serial"
+    bar = _progress_bar(len(work)) if progress else None
+    try:
+        results = J.run_jobs(work, executor, journal=journal,
+                             progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+        if journal is not None:
+            journal.close()
+        executor.shutdown(wait=True, cancel_futures=True)
+    merged = [J.merge(sc, results) for sc in scenarios]
+    reports = [PathReport(sc, depth, list(m.outcomes))
+               for sc, m in zip(scenarios, merged, strict=True)]
+    return reports, J.report_digest(merged), runner
 
 
-def _result(reports: list[Any], seconds: float) -> dict[str, Any]:
+def _progress_bar(total: int) -> Any:
+    """A progress bar on a terminal (jobs done, schedules per second, time left);
+    None on a pipe."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, unit="schedule", file=sys.stderr, dynamic_ncols=True,
+                smoothing=0.1)
+
+
+def _result(reports: list[Any], seconds: float, sweep_seconds: float, digest: str | None,
+            runner: str) -> dict[str, Any]:
     schedules = sum(len(r.outcomes) for r in reports)
-    sweeping = sum(r.seconds for r in reports)
     broken = any(r.broken for r in reports)
     return {
         "paths": [r.as_dict() for r in reports],
         "explored_boundaries": sum(len(r.scenario.boundaries) for r in reports),
         "schedules": schedules,
+        "runner": runner,
         "seconds": round(seconds, 3),
-        "sweep_seconds": round(sweeping, 3),
-        "schedules_per_second": round(schedules / sweeping, 1) if sweeping else None,
+        "sweep_seconds": round(sweep_seconds, 3),
+        "schedules_per_second": round(schedules / sweep_seconds, 1) if sweep_seconds else None,
+        "report_hash": digest,
         "broken": sorted({name for r in reports for name in r.broken}),
         "exit_status": 1 if broken else 0,
     }
@@ -131,8 +201,21 @@ def _save(path: str, reports: list[Any]) -> None:
             return
 
 
+def _plot(path: str, reports: list[Any]) -> None:
+    """The race map of the swept paths, one row each (vmi.race.plot)."""
+    from vmi.race.plot import PlotDependencyError, plot_race_map
+
+    try:
+        plot_race_map([(r.scenario.config.path, r) for r in reports], path,
+                      title=reports[0].scenario.system.describe())
+    except PlotDependencyError as error:
+        raise UserError(f"--plot: {error}") from None
+    except OSError as error:
+        raise UserError(f"--plot {path}: {error.strerror or error}") from None
+
+
 def _print(reports: list[Any], result: dict[str, Any], *, brief: bool,
-           saved: str | None) -> None:
+           saved: str | None, plotted: str | None) -> None:
     from vmi.race.report import legend, render
 
     first = reports[0].scenario
@@ -143,7 +226,12 @@ def _print(reports: list[Any], result: dict[str, Any], *, brief: bool,
     click.echo(legend())
     rate = result["schedules_per_second"]
     click.echo(f"explored {result['explored_boundaries']} boundaries, {result['schedules']} "
-               f"schedules in {result['seconds']:.2f} s ({rate} schedules/s in the sweeps)")
+               f"schedules in {result['seconds']:.2f} s ({rate} schedules/s, "
+               f"{result['runner']})")
+    if result["report_hash"]:
+        click.echo(f"report hash {result['report_hash'][:16]}")
+    if plotted:
+        click.echo(f"race map drawn to {plotted}")
     if result["broken"]:
         click.echo(f"invariants broken: {', '.join(result['broken'])}")
         if saved and any(r.counterexample() for r in reports):

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from attrs import astuple as attrs_astuple
 from attrs import define, field, frozen
 
 from vmi.race.invariants import Checker, Violation
@@ -105,6 +106,18 @@ class Outcome:
     def invariant(self) -> str | None:
         return None if self.violation is None else self.violation.invariant
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Outcome:
+        """The inverse of ``as_dict`` (journals and workers send outcomes as JSON)."""
+        v = data["violation"]
+        violation = None if v is None else Violation(
+            v["invariant"], v["step"], v["cpu"], v["eip"], v["where"], v["detail"])
+        injections = tuple(Injection(i["step"], i["machine_step"], i["cycle"], i["cpu"],
+                                     i["vector"], i["eip"], i["where"])
+                           for i in data["injections"])
+        return cls(tuple(data["schedule"]), violation, injections, data["steps"],
+                   data["reached"], data["machine_step"])
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "schedule": list(self.schedule),
@@ -118,6 +131,7 @@ class Outcome:
                            for i in self.injections],
             "steps": self.steps,
             "reached": self.reached,
+            "machine_step": self.machine_step,
         }
 
 
@@ -134,6 +148,7 @@ class Scenario:
     start_steps: int
     boundaries: list[Boundary] = field(factory=list)
     prepare_seconds: float = 0.0
+    fingerprint: str = ""  # the start state and the path, hashed (jobs name it)
 
     @property
     def cpu(self) -> Any:
@@ -286,8 +301,25 @@ def prepare(config: Config) -> Scenario:
     scenario = Scenario(config, system, view, spec, start, monitor_start, machine.steps)
     scenario.boundaries = _trace_path(scenario)
     scenario.restore()
+    scenario.fingerprint = _fingerprint(scenario)
     scenario.prepare_seconds = time.perf_counter() - began
     return scenario
+
+
+def _fingerprint(scenario: Scenario) -> str:
+    """A hash of what every schedule of the scenario starts from: its configuration,
+    the machine's memory and processors at the start, and the path's boundaries.
+    Two processes that prepare the same configuration get the same fingerprint,
+    so a worker (or a journal) can check it explores the sweep it was given."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    digest.update(repr(attrs_astuple(scenario.config)).encode())
+    digest.update(scenario.start["memory"].tobytes())
+    digest.update(json.dumps(scenario.start["cpus"], sort_keys=True, default=str).encode())
+    digest.update(repr([(b.eip, b.cpl, b.window) for b in scenario.boundaries]).encode())
+    return digest.hexdigest()[:16]
 
 
 def _trace_path(scenario: Scenario) -> list[Boundary]:
@@ -316,8 +348,8 @@ def _trace_path(scenario: Scenario) -> list[Boundary]:
         if monitor is not None and cpu.cpl != 3:
             rom = monitor.rom.window_at(eip)
             window = rom.name if rom is not None else None
-        if window is None and cpu.cpl != 3 and view.in_iret_window(eip):
-            window = "iret"
+        if window is None and cpu.cpl != 3:
+            window = view.window_at(eip)
         out.append(Boundary(index, eip, view.name(eip), text, cpu.cpl, window))
         if end(cpu):
             return out

@@ -75,6 +75,7 @@ class KernelView:
                               if not k.startswith("."))
         self._code = self._kernel_code()
         self.iret_windows = self._iret_windows()
+        self.sysexit_windows = self._sysexit_windows()
         self.lock_addresses = {self.symbols[name]: name for name in SPINLOCKS}
         self.try_sites, self.release_sites, self.spin_waits = self._spinlock_sites()
         self.spin_wait_at = {eip: wait for wait in self.spin_waits
@@ -187,6 +188,31 @@ class KernelView:
             window = self.monitor.rom.iret_window
             windows.append((window.start, window.end))
         return windows
+
+    def _sysexit_windows(self) -> list[tuple[int, int]]:
+        """The inline STI_SYSEXIT at ``sysenter_exit``: from after its first instruction
+        (the one that enables interrupts) to the end of its ``sysexit``. Patched into a
+        ROM call under VMI: then none (the ROM's window is the monitor's)."""
+        site = self.symbols.get("sysenter_exit")
+        if site is None:
+            return []
+        insns = self._decode_at(site, 8)
+        for insn in insns:
+            if insn.mnemonic in ("call", "jmp"):
+                return []
+            if insn.mnemonic == "sysexit" and insns:
+                start = insns[0].address + insns[0].length
+                return [(start, insn.address + insn.length)]
+        return []
+
+    def window_at(self, eip: int) -> str | None:
+        """``"iret"`` or ``"sysexit"`` when ``eip`` is in one of the kernel's inline
+        windows (the ROM's are the monitor's to name)."""
+        if any(start <= eip < end for start, end in self.iret_windows):
+            return "iret"
+        if any(start <= eip < end for start, end in self.sysexit_windows):
+            return "sysexit"
+        return None
 
     def _spinlock_sites(self) -> tuple[dict[int, int], dict[int, int], list[SpinWait]]:
         """``lock decb (%reg)`` tries and ``movb $1, (%reg)`` releases (address ->

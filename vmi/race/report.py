@@ -28,7 +28,6 @@ class PathReport:
     scenario: Scenario
     depth: int
     outcomes: list[Outcome] = field(factory=list)
-    seconds: float = 0.0
     searched: bool = False  # outcomes came from a hypothesis search, not a sweep
 
     @property
@@ -71,7 +70,6 @@ class PathReport:
             "outcomes": [o.as_dict() for o in outcomes],
             "counterexample": None if worst is None else {
                 **worst.as_dict(), "replay": sc.replay(worst)},
-            "seconds": round(self.seconds, 3),
         }
 
 
@@ -97,8 +95,7 @@ def render(report: PathReport, *, verbose: bool = True) -> list[str]:
     broken = report.broken
     kind = "searched" if report.searched else f"depth {report.depth}"
     summary = ", ".join(f"{name} {count}" for name, count in sorted(broken.items())) or "none"
-    lines.append(f"  {len(report.outcomes)} schedules ({kind}) in {report.seconds:.2f} s; "
-                 f"broken: {summary}")
+    lines.append(f"  {len(report.outcomes)} schedules ({kind}); broken: {summary}")
     worst = report.counterexample()
     if worst is not None:
         lines += render_counterexample(sc, worst)

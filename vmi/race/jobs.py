@@ -1,0 +1,341 @@
+"""A sweep as data, run by any executor, journalled so it can be resumed.
+
+A sweep is a list of small, picklable, independent ``Job``s: the configuration
+of the scenario (which names a deterministic boot, hence the starting snapshot),
+the scenario's fingerprint (a hash of that snapshot and the path) and one
+schedule. ``run_jobs`` hands them to an executor in chunks, writes each result to
+the journal the moment its chunk completes, and returns the outcomes; ``Report``
+merges them sorted by schedule with a hash over the content, so the report is the
+same whatever ran the jobs and in whatever order they finished.
+
+Executors (the ``concurrent.futures.Executor`` shape):
+
+* serial: in this process (the default);
+* ``processes(n)``: a local process pool. Workers are forked after the scenario
+  is prepared, so they start with it in memory;
+* ``dask(address)``: an existing Dask ``distributed`` cluster (``"local"`` starts a
+  LocalCluster on loopback). Each worker prepares a scenario once, by the same
+  deterministic boot, and checks its fingerprint: only configurations and
+  schedules travel.
+
+A journal (``Journal``) is a JSON-lines file: a header naming the sweep (its
+configuration, depth, fingerprint and vmi version) and one line per finished
+job. Rerunning with the same journal skips what it holds; a journal written for
+another sweep is refused, naming the difference; a truncated last line (a crash
+mid-write) is ignored, any other line that is not a record is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from typing import Any
+
+from attrs import frozen
+
+from vmi.race.explorer import Config, Outcome, Scenario, prepare
+
+JOURNAL_FORMAT = "vmi-race-journal"
+JOURNAL_VERSION = 1
+#: Schedules per submitted chunk: small enough that the journal follows closely,
+#: large enough that scheduling overhead stays small.
+CHUNK = 8
+
+
+class JobError(Exception):
+    """A job cannot run as described (a worker's scenario differs from the sweep's)."""
+
+
+class JournalError(Exception):
+    """A journal that cannot be used for this sweep; the message says why."""
+
+
+@frozen
+class Job:
+    """One schedule of one scenario."""
+
+    config: Config
+    fingerprint: str
+    schedule: tuple[int, ...]
+
+
+# -- running jobs (in any process) -----------------------------------------------------------
+_SCENARIOS: dict[Config, Scenario] = {}
+
+
+def adopt(scenario: Scenario) -> None:
+    """Make ``scenario`` the one this process uses for its configuration (a forked
+    worker inherits it)."""
+    _SCENARIOS[scenario.config] = scenario
+
+
+def scenario_for(config: Config, fingerprint: str) -> Scenario:
+    """This process's scenario for ``config``, prepared on first use and checked."""
+    scenario = _SCENARIOS.get(config)
+    if scenario is None:
+        scenario = _SCENARIOS[config] = prepare(config)
+    if scenario.fingerprint != fingerprint:
+        raise JobError(f"this worker's {config.label()} {config.path} scenario has "
+                       f"fingerprint {scenario.fingerprint}, the sweep's is {fingerprint} "
+                       "(a different vmi version or kernel?)")
+    return scenario
+
+
+def run_chunk(jobs: Sequence[Job]) -> list[tuple[str, dict[str, Any]]]:
+    """Run ``jobs`` here; each result is its path and ``Outcome.as_dict()`` (plain
+    data)."""
+    results = []
+    for job in jobs:
+        scenario = scenario_for(job.config, job.fingerprint)
+        results.append((job.config.path, scenario.run_branch(job.schedule).as_dict()))
+    return results
+
+
+# -- executors ----------------------------------------------------------------------------------
+class SerialExecutor(Executor):
+    """Runs each submitted call at once, in this process."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # noqa: BLE001 (handed to the caller)
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            future.set_exception(error)
+        return future
+
+
+def processes(count: int) -> Executor:
+    """A pool of ``count`` local worker processes (forked where the OS allows, so
+    prepared scenarios are inherited)."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    return ProcessPoolExecutor(max_workers=count, mp_context=context)
+
+
+class DaskExecutor(Executor):
+    """Submits to a Dask ``distributed`` cluster: ``"local"`` starts a LocalCluster of
+    ``workers`` single-threaded processes on loopback; anything else is a scheduler
+    address (``tcp://host:8786``)."""
+
+    def __init__(self, address: str, workers: int = 2) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise JobError("--dask needs Dask distributed: pip install 'vmi[cluster]'") \
+                from None
+        self.cluster = None
+        if address == "local":
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                        processes=True, host="127.0.0.1",
+                                        dashboard_address=None)
+            self.client = Client(self.cluster)
+        else:
+            self.client = Client(address, timeout="20s")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def as_done(futures: Iterable[Any]) -> Iterator[Any]:
+    """Completed futures in completion order, for concurrent.futures and Dask alike."""
+    futures = list(futures)
+    if futures and not isinstance(futures[0], Future):
+        from distributed import as_completed as dask_completed
+
+        yield from dask_completed(futures)
+    else:
+        yield from as_completed(futures)
+
+
+# -- journals ------------------------------------------------------------------------------------
+def sweep_key(scenarios: Sequence[Scenario], kind: str) -> dict[str, Any]:
+    """What a journal must match: the configuration, the kind of sweep, and each
+    path's start (its fingerprint)."""
+    from vmi import __version__
+
+    config = scenarios[0].config
+    return {"mode": config.mode, "policy": config.policy, "macros": config.macros,
+            "cpus": config.cpus, "seed": config.seed, "vector": config.vector,
+            "sweep": kind,
+            "paths": {s.config.path: s.fingerprint for s in scenarios},
+            "vmi": __version__}
+
+
+class Journal:
+    """One command's journal file (see the module docstring): records are keyed by
+    path and schedule."""
+
+    def __init__(self, path: str | os.PathLike[str], key: dict[str, Any]) -> None:
+        self.path = os.fspath(path)
+        self.key = key
+        self.done: dict[tuple[str, tuple[int, ...]], dict[str, Any]] = {}
+        self._file: Any = None
+
+    def open(self) -> Journal:
+        """Read what an earlier run finished (checking it is this sweep's), then open
+        for appending."""
+        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        if exists:
+            self._read()
+        try:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as error:
+            raise JournalError(f"{self.path}: {error.strerror or error}") from None
+        if not exists:
+            self._write({"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION,
+                         "sweep": self.key})
+        return self
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as error:
+            raise JournalError(f"{self.path}: cannot be read ({error})") from None
+        complete = text.endswith("\n")
+        lines = text.split("\n")
+        if complete:
+            lines.pop()
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+            except ValueError as error:
+                if number == len(lines) and not complete and number > 1:
+                    break  # a crash mid-write: that job simply runs again
+                raise JournalError(f"{self.path}:{number}: not a journal record "
+                                   f"({error}); the file is damaged") from None
+            kept.append(line)
+            if number == 1:
+                self._check_header(record)
+                continue
+            try:
+                key = (str(record["path"]), tuple(int(k) for k in record["schedule"]))
+                Outcome.from_dict(record["outcome"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise JournalError(f"{self.path}:{number}: not a job record "
+                                   f"({error!r}); the file is damaged") from None
+            self.done.setdefault(key, record["outcome"])
+        if not complete:  # start the next append on a fresh line, without the torn tail
+            with open(self.path, "w", encoding="utf-8") as handle:
+                handle.write("".join(line + "\n" for line in kept))
+
+    def _check_header(self, record: dict[str, Any]) -> None:
+        if record.get("format") != JOURNAL_FORMAT:
+            raise JournalError(f"{self.path} is not a vmi race journal")
+        if record.get("version") != JOURNAL_VERSION:
+            raise JournalError(f"{self.path}: journal version {record.get('version')} is "
+                               f"not supported (this vmi writes {JOURNAL_VERSION})")
+        theirs = record.get("sweep", {})
+        differences = [f"{name} {theirs.get(name)!r} (this sweep: {value!r})"
+                       for name, value in self.key.items() if theirs.get(name) != value]
+        if differences:
+            raise JournalError(f"{self.path} was written for another sweep: "
+                               + "; ".join(differences)
+                               + ". Use another --journal file, or delete this one.")
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+
+    def record(self, path: str, outcome: dict[str, Any]) -> None:
+        key = (path, tuple(outcome["schedule"]))
+        if key not in self.done:
+            self.done[key] = outcome
+            self._write({"path": path, "schedule": list(key[1]), "outcome": outcome})
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# -- a sweep -------------------------------------------------------------------------------------
+class Interrupted(Exception):
+    """The sweep stopped early (Ctrl-C, a lost worker): ``done`` of ``total`` finished."""
+
+    def __init__(self, done: int, total: int, cause: str) -> None:
+        super().__init__(cause)
+        self.done, self.total, self.cause = done, total, cause
+
+
+Results = dict[tuple[str, tuple[int, ...]], dict[str, Any]]
+
+
+def run_jobs(jobs: Sequence[Job], executor: Executor, *, journal: Journal | None = None,
+             progress: Callable[[int], None] | None = None, chunk: int = CHUNK) -> Results:
+    """Run every job not already in ``journal``; returns all outcomes (as dicts) by
+    path and schedule, journalled ones included. Raises ``Interrupted`` when stopped
+    early (the journal then holds every job that finished)."""
+    wanted = {(job.config.path, job.schedule) for job in jobs}
+    results: Results = {k: v for k, v in (journal.done if journal else {}).items()
+                        if k in wanted}
+    todo = [job for job in jobs if (job.config.path, job.schedule) not in results]
+    if progress is not None and results:
+        progress(len(results))
+    chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+    try:
+        futures = [executor.submit(run_chunk, part) for part in chunks]
+        for future in as_done(futures):
+            finished = future.result()
+            for path, outcome in finished:
+                results[(path, tuple(outcome["schedule"]))] = outcome
+                if journal is not None:
+                    journal.record(path, outcome)
+            if progress is not None:
+                progress(len(finished))
+    except KeyboardInterrupt:
+        raise Interrupted(len(results), len(jobs), "interrupted") from None
+    except JobError:
+        raise
+    except Exception as error:  # a lost worker: BrokenProcessPool, a Dask KilledWorker
+        raise Interrupted(len(results), len(jobs),
+                          f"a worker was lost ({type(error).__name__}: {error})") from None
+    return results
+
+
+@frozen
+class Report:
+    """One path's sweep, merged: outcomes sorted by schedule, and their hash."""
+
+    config: Config
+    fingerprint: str
+    outcomes: tuple[Outcome, ...]
+
+    @property
+    def digest(self) -> str:
+        body = json.dumps({"fingerprint": self.fingerprint,
+                           "outcomes": [o.as_dict() for o in self.outcomes]},
+                          sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def merge(scenario: Scenario, results: Results) -> Report:
+    """The report of one path's sweep from the results, in schedule order."""
+    path = scenario.config.path
+    ordered = sorted((schedule, outcome) for (name, schedule), outcome in results.items()
+                     if name == path)
+    return Report(scenario.config, scenario.fingerprint,
+                  tuple(Outcome.from_dict(o) for _, o in ordered))
+
+
+def report_digest(reports: Iterable[Report]) -> str:
+    """One hash over several paths' reports (what ``vmi race --json`` prints)."""
+    digest = hashlib.sha256()
+    for report in reports:
+        digest.update(report.digest.encode())
+    return digest.hexdigest()
