@@ -26,15 +26,9 @@ from attrs import frozen
 from vmi.cpu import CPU, CPUException, Memory
 from vmi.cpu.descriptors import UnsupportedSystemFeature
 from vmi.cpu.errors import ProcessorShutdown
-from vmi.cpu.isa import FORMS
 from vmi.cpu.platform import NativePlatform
 from vmi.cpu.realmode import reset
 from vmi.devices import Console, InterruptController, IntervalTimer, PortBus
-
-#: The most cycles one instruction (with its exception delivery) can add: a
-#: bound that lets ``Machine.run`` batch boundaries where no event can fall. A
-#: platform that charges more per exit says so in ``max_exit_cycles``.
-MAX_CYCLES = 2 * max(max(f.cycles, f.cycles_mem) for f in FORMS) + 200
 
 SNAPSHOT_FORMAT = "vmi-snapshot"
 SNAPSHOT_VERSION = 1
@@ -219,9 +213,9 @@ class Machine:
         while done < max_steps:
             if alone and self._trace is None:
                 cpu = self.cpus[self.interleaving[0]]
-                quiet = self._quiet_steps(cpu, max_steps - done)
+                quiet, wake = self._quiet_steps(cpu, max_steps - done)
                 if quiet:
-                    ran = self._run_quietly(cpu, quiet)
+                    ran = self._run_quietly(cpu, quiet, wake)
                     if ran:
                         done += ran
                         continue
@@ -231,20 +225,20 @@ class Machine:
                 break
         return done
 
-    def _quiet_steps(self, cpu: CPU, limit: int) -> int:
-        """How many boundaries CPU ``cpu`` can surely pass with no event to take."""
+    def _quiet_steps(self, cpu: CPU, limit: int) -> tuple[int, int | None]:
+        """How many boundaries CPU ``cpu`` may pass as one batch, and the cycle of its
+        next event: the batch stops at the first boundary whose cycle count has
+        reached it (where ``step()`` would raise the event)."""
         if cpu.halted or cpu.shadow or cpu.flags & 0x100 or self.pic.pending[cpu.index]:
-            return 0
+            return 0, None
         wake = self._next_event_cycle(cpu)
-        if wake is None:
-            return limit
-        # no instruction costs more than MAX_CYCLES, so this many cannot reach it
-        bound = MAX_CYCLES + getattr(self.platform, "max_exit_cycles", 0)
-        return max(0, min(limit, (wake - cpu.cycles) // bound - 1))
+        if wake is not None and wake <= cpu.cycles:
+            return 0, None
+        return limit, wake
 
-    def _run_quietly(self, cpu: CPU, count: int) -> int:
+    def _run_quietly(self, cpu: CPU, count: int, wake: int | None) -> int:
         try:
-            ran = cpu.run(count, stop_on_event_change=True)
+            ran = cpu.run(count, stop_on_event_change=True, cycle_limit=wake)
         except CPUException as exc:
             raise MachineStopped(f"cpu{cpu.index}: {exc} at eip={cpu.eip:#x} "
                                  "(no platform delivers exceptions)") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.hypervisor import test_window as w
 from tests.hypervisor.kit import Guest
-from vmi.hypervisor import EXIT_COSTS, FIXUP_COST, FRAME_COST, VMIMonitor
+from vmi.hypervisor import EXIT_COSTS, FIXUP_COST, FRAME_COST
 
 
 def cli_loop(count: int) -> Guest:
@@ -63,7 +63,3 @@ def test_an_unpatched_iret_leaves_the_virtual_if_off_in_user_mode() -> None:
     patched = Guest(w.KERNEL, w.USER, monitor="vmi", defines=w.DEFINES)
     patched.run_to(patched.sym("after_int"), count=1)
     assert patched.monitor.vcpu(patched.cpu).interrupts_enabled
-
-
-def test_the_machine_knows_the_largest_exit() -> None:
-    assert VMIMonitor.max_exit_cycles >= max(EXIT_COSTS.values()) + FRAME_COST

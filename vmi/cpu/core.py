@@ -30,6 +30,8 @@ class Halted(Exception):
     """Raised by ``hlt`` to leave the run loop; ``cpu.halted`` stays set until an event."""
 
 
+#: ``run``'s cycle limit when there is none.
+NO_LIMIT = 1 << 62
 #: The key in each decoded-code cache under which it keeps the linear page ->
 #: physical page map of the code it decoded (never an EIP: EIPs are ints).
 PAGES = "pages"
@@ -245,10 +247,13 @@ class CPU:
         """Retire one instruction (or raise the exception it causes)."""
         self.run(1)
 
-    def run(self, max_steps: int, *, stop_on_event_change: bool = False) -> int:
+    def run(self, max_steps: int, *, stop_on_event_change: bool = False,
+            cycle_limit: int | None = None) -> int:
         """Execute up to ``max_steps`` instructions; stop early on ``hlt`` (and,
         when ``stop_on_event_change``, after a port write or an instruction that
-        makes an interrupt shadow: the machine's quiet batches end there).
+        makes an interrupt shadow: the machine's quiet batches end there; and
+        after the instruction that brings ``cycles`` to ``cycle_limit`` or past it:
+        the boundary where the machine's next event is due).
 
         Returns the number of instructions retired. A fault leaves EIP on the
         faulting instruction and goes to the platform (and ``run`` returns if it
@@ -257,12 +262,13 @@ class CPU:
         instruction is followed by a single-step trap (#DB).
         """
         retired = 0
-        while retired < max_steps and not self.halted:
+        limit = NO_LIMIT if cycle_limit is None else cycle_limit
+        while retired < max_steps and not self.halted and self.cycles < limit:
             self.batch_ended = False
             if self.flags & fl.TF:
                 done = self._run_single_stepping(max_steps - retired)
             else:
-                done = self._run_fast(max_steps - retired)
+                done = self._run_fast(max_steps - retired, limit)
             if done == 0:
                 break
             retired += done
@@ -294,8 +300,9 @@ class CPU:
             self.platform.deliver_exception(self, trap)
         return retired
 
-    def _run_fast(self, max_steps: int) -> int:
-        """The hot loop (see ``run``)."""
+    def _run_fast(self, max_steps: int, limit: int = 1 << 62) -> int:
+        """The hot loop (see ``run``): stops after ``max_steps`` instructions or after
+        the one that brings ``cycles`` to ``limit``."""
         retired = 0
         eip = self.eip
         try:
@@ -310,6 +317,9 @@ class CPU:
                 execute, self.eip, cycles = entry
                 execute(self)
                 self.cycles += cycles
+                if self.cycles >= limit:
+                    retired += 1
+                    break
             else:
                 retired = max_steps
         except (Halted, StopBatch):

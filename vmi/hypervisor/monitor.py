@@ -181,9 +181,6 @@ class VMIMonitor:
     Attach it to a machine with ``attach(machine)`` (or use ``vmi.hypervisor.boot``).
     """
 
-    #: The most cycles one exit adds (``vmi.machine`` batches boundaries with it).
-    max_exit_cycles = max(EXIT_COSTS.values()) * 2 + FRAME_COST * 8 + FIXUP_COST
-
     def __init__(self, *, policy: str = "defer", mode: str = "vmi",
                  programs: Iterable[Any] = ()) -> None:
         if mode not in MODES:
