@@ -58,8 +58,9 @@ def compare(native: Any, guest: Any, monitor: Any) -> None:
     assert stats.iret16_espfix > 0 and native.summary()["espfix_returns"] > 0
 
 
-def test_two_cpus(native: Any) -> None:
-    guest, monitor = run("vmi", "vmi", "fixup", cpus=2)
+@pytest.mark.parametrize("policy", ["defer", "fixup"])
+def test_two_cpus(native: Any, policy: str) -> None:
+    guest, monitor = run("vmi", "vmi", policy, cpus=2)
     compare(native, guest, monitor)
     assert all(monitor.active(cpu) for cpu in guest.machine.cpus)
     assert monitor.stats.hypercalls["init"] == 2

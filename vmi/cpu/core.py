@@ -30,6 +30,12 @@ class Halted(Exception):
     """Raised by ``hlt`` to leave the run loop; ``cpu.halted`` stays set until an event."""
 
 
+#: Compiled instructions shared by every CPU of the process: the closure depends
+#: only on the instruction's bytes, its address, the code size (decoding) and the
+#: stack size (pushes and pops compile for it), so a new machine running the same
+#: code starts warm (the race explorer's workers, the debugger's replays).
+COMPILED: dict[tuple[bytes, int, int, int], tuple[tuple[Any, int, int], int]] = {}
+COMPILED_LIMIT = 200_000
 #: ``run``'s cycle limit when there is none.
 NO_LIMIT = 1 << 62
 #: The key in each decoded-code cache under which it keeps the linear page ->
@@ -219,16 +225,30 @@ class CPU:
         from vmi.cpu.ops import compile_instruction, raise_invalid
 
         linear = (self.seg_base[1] + eip) & M32
-        try:
-            insn = self.fetch(eip)
-        except DecodeError as error:
-            # cached too, so the page is marked: rewriting the bytes retries the decode
-            entry = (raise_invalid(str(error)), eip, 1)
-            length = 1
+        data, pending = paging.fetch_code(self, linear)
+        key = (data, eip, self.code_bits, self.stack_bits)
+        shared = COMPILED.get(key)
+        if shared is not None:
+            entry, length = shared
         else:
-            execute, cycles = compile_instruction(insn, self)
-            entry = (execute, insn.next_address & self._ip_mask(), cycles)
-            length = insn.length
+            try:
+                try:
+                    insn = decode(data, eip, bits=self.code_bits)
+                except TruncatedInstruction:
+                    if pending is not None:
+                        raise pending from None
+                    raise
+            except DecodeError as error:
+                # cached too, so the page is marked: rewriting the bytes retries
+                entry = (raise_invalid(str(error)), eip, 1)
+                length = 1
+            else:
+                execute, cycles = compile_instruction(insn, self)
+                entry = (execute, insn.next_address & self._ip_mask(), cycles)
+                length = insn.length
+                if len(COMPILED) >= COMPILED_LIMIT:
+                    COMPILED.clear()
+                COMPILED[key] = (entry, length)
         mem = self.mem
         cache = self.icache
         pages = cache.setdefault(PAGES, {})
