@@ -54,8 +54,8 @@ class System:
     @property
     def symbols(self) -> dict[str, int]:
         """Every name a user can break on: the kernel's, the vsyscall page's, the user
-        programs' (prefixed with the program name and a dot when they clash), the VMI
-        ROM's under the monitor."""
+        programs' (``program.name``), and under the monitor the VMI ROM's labels and
+        its call slots (``vmi_call_iret``, ...)."""
         return symbol_table(self)
 
     def describe(self) -> str:
@@ -120,5 +120,9 @@ def symbol_table(system: System) -> dict[str, int]:
             if name.startswith(("vmi_", "hc_", "rom_")):
                 table[name] = value
         table.setdefault("vmi_rom", layout.ROM_LINEAR)
+        for name in dir(layout):  # each call slot: vmi_call_iret = ROM + 32 * 39 ...
+            if name.startswith("CALL_"):
+                slot = layout.ROM_LINEAR + getattr(layout, name) * layout.SLOT_SIZE
+                table.setdefault(f"vmi_call_{name[5:].lower()}", slot)
     table.update(build.kernel.symbols)
     return table

@@ -154,8 +154,8 @@ def _extent(program: Any) -> tuple[int, int]:
 
 
 def kernel_labels(system: Any) -> tuple[dict[str, int], dict[str, int]]:
-    """``System.symbols`` plus the boot ROM's labels (``bootrom.NAME``) and the VMI
-    ROM's call slots (``vmi_call_NAME``), and the subset that names addresses
+    """``System.symbols`` (with the VMI ROM's call slots, ``vmi_call_NAME``) plus the
+    boot ROM's labels (``bootrom.NAME``), and the subset that names addresses
     (inside an image or the ROM) for ``symbol+offset`` labels: the kernel's
     ``.set`` constants (``TSS_sysenter_esp0``, ``__KERNEL_CS``) would otherwise
     label low memory and the real-mode reset vector."""
@@ -167,14 +167,10 @@ def kernel_labels(system: Any) -> tuple[dict[str, int], dict[str, int]]:
     for name, value in rom_program.symbols.items():
         symbols.setdefault(f"bootrom.{name}", value)
     extents.append(_extent(rom_program))
-    if system.monitor is not None:
+    if system.monitor is not None:  # its labels and call slots: System.symbols
         from vmi.hypervisor import layout
 
         extents.append((layout.ROM_LINEAR, layout.ROM_LINEAR + layout.ROM_SIZE))
-        for name in dir(layout):
-            if name.startswith("CALL_"):
-                value = layout.ROM_LINEAR + getattr(layout, name) * layout.SLOT_SIZE
-                symbols.setdefault(f"vmi_call_{name[5:].lower()}", value)
     places = [(name, value) for name, value in symbols.items()
               if any(start <= value < end for start, end in extents)]
     # where names share an address, a label (lower case) before a constant (ROM_BASE)
