@@ -50,13 +50,16 @@ class System:
     policy: str
     macros: str
     seed: int
+    _symbols: dict[str, int] | None = None
 
     @property
     def symbols(self) -> dict[str, int]:
         """Every name a user can break on: the kernel's, the vsyscall page's, the user
         programs' (``program.name``), and under the monitor the VMI ROM's labels and
-        its call slots (``vmi_call_iret``, ...)."""
-        return symbol_table(self)
+        its call slots (``vmi_call_iret``, ...). Built once; do not modify it."""
+        if self._symbols is None:
+            self._symbols = symbol_table(self)
+        return self._symbols
 
     def describe(self) -> str:
         """One line: ``mode vmi, policy defer, kernel macro set vmi, 1 CPU, seed 0``."""

@@ -210,6 +210,8 @@ def _plot(path: str, reports: list[Any]) -> None:
                       title=reports[0].scenario.system.describe())
     except PlotDependencyError as error:
         raise UserError(f"--plot: {error}") from None
+    except ValueError as error:  # a format matplotlib does not write (map.xyz)
+        raise UserError(f"--plot {path}: {error}") from None
     except OSError as error:
         raise UserError(f"--plot {path}: {error.strerror or error}") from None
 

@@ -128,7 +128,7 @@ def plot_race_map(rows: Iterable[tuple[str, PathReport] | PathReport],
     axes = figure.add_subplot()
     seen: list[str] = []
     any_window = False
-    for row, (label, report) in enumerate(table):
+    for row, (_, report) in enumerate(table):
         y = len(table) - 1 - row  # first row at the top
         boundaries = report.scenario.boundaries
         for b, cell in zip(boundaries, report.cells(), strict=True):
