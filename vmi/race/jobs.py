@@ -122,7 +122,12 @@ def processes(count: int) -> Executor:
 class DaskExecutor(Executor):
     """Submits to a Dask ``distributed`` cluster: ``"local"`` starts a LocalCluster of
     ``workers`` single-threaded processes on loopback; anything else is a scheduler
-    address (``tcp://host:8786``)."""
+    address (``tcp://host:8786``). Its chunks are larger than a process pool's: a
+    Dask task costs about a millisecond of scheduling, so 64 schedules per task
+    keep that small (measured: 8 per task ran at 1.2x serial on two workers, 64 at
+    about 1.7x)."""
+
+    chunk = 64
 
     def __init__(self, address: str, workers: int = 2) -> None:
         try:
@@ -277,10 +282,14 @@ Results = dict[tuple[str, tuple[int, ...]], dict[str, Any]]
 
 
 def run_jobs(jobs: Sequence[Job], executor: Executor, *, journal: Journal | None = None,
-             progress: Callable[[int], None] | None = None, chunk: int = CHUNK) -> Results:
-    """Run every job not already in ``journal``; returns all outcomes (as dicts) by
-    path and schedule, journalled ones included. Raises ``Interrupted`` when stopped
-    early (the journal then holds every job that finished)."""
+             progress: Callable[[int], None] | None = None,
+             chunk: int | None = None) -> Results:
+    """Run every job not already in ``journal``, ``chunk`` schedules per submitted
+    task (default: the executor's ``chunk``, else ``CHUNK``); returns all outcomes
+    (as dicts) by path and schedule, journalled ones included. Raises
+    ``Interrupted`` when stopped early (the journal then holds every job that
+    finished)."""
+    chunk = chunk or getattr(executor, "chunk", CHUNK)
     wanted = {(job.config.path, job.schedule) for job in jobs}
     results: Results = {k: v for k, v in (journal.done if journal else {}).items()
                         if k in wanted}
