@@ -99,6 +99,7 @@ class Machine:
         self.add_schedule(schedule)
         self.steps = 0
         self._trace: Any = None
+        self._base: Any = None  # the saved memory that memory equals but for dirty pages
 
     # -- configuration ------------------------------------------------------
     def set_interleaving(self, interleaving: Sequence[int] | None) -> None:
@@ -260,10 +261,14 @@ class Machine:
 
     # -- snapshots --------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        """The whole machine's state in memory (memory copied)."""
+        """The whole machine's state in memory (memory copied). Memory written after
+        it is tracked by page, so restoring this snapshot, as long as it is the one
+        last taken or restored, copies back only those pages."""
+        memory = self.memory.array.copy()
+        self._clean_since(memory)
         return {
             "cpus": [cpu.state() for cpu in self.cpus],
-            "memory": self.memory.array.copy(),
+            "memory": memory,
             "devices": {"pic": self.pic.state(), "timer": self.timer.state(),
                         "console": self.console.state()},
             "schedule": [[e.cycle, e.cpu, e.vector] for e in self.schedule],
@@ -278,8 +283,16 @@ class Machine:
         if len(snap["cpus"]) != len(self.cpus) or snap["memory"].size != self.memory.size:
             raise SnapshotError("snapshot is of a machine with another shape "
                                 f"({len(snap['cpus'])} CPUs, {snap['memory'].size} bytes)")
-        same_code = self._same_code(snap["memory"])
-        self.memory.array[:] = snap["memory"]
+        saved = snap["memory"]
+        same_code = self._same_code(saved)
+        if self._base is saved:  # only the pages written since it differ
+            dirty = np.flatnonzero(np.frombuffer(self.memory.dirty, dtype=np.uint8))
+            dirty = dirty[dirty < self.memory.size >> 12]
+            pages = self.memory.array.reshape(-1, 4096)
+            pages[dirty] = saved.reshape(-1, 4096)[dirty]
+        else:
+            self.memory.array[:] = saved
+        self._clean_since(saved)
         if not same_code:
             self.memory.invalidate_code()
         for cpu, state in zip(self.cpus, snap["cpus"], strict=True):
@@ -294,11 +307,14 @@ class Machine:
         self._turn = snap["turn"]
         self.steps = snap["steps"]
 
+    def _clean_since(self, base: Any) -> None:
+        """Memory now equals ``base``: start tracking the pages written from here."""
+        self.memory.dirty[:] = bytes(len(self.memory.dirty))
+        self._base = base
+
     def _same_code(self, saved: Any) -> bool:
         """Whether every page holding decoded code has the same bytes in ``saved`` (so
         the CPUs' decoded code survives a restore, if its mappings do too)."""
-        import numpy as np
-
         current = self.memory.array
         pages = np.flatnonzero(np.frombuffer(self.memory.code_pages, dtype=np.uint8))
         for page in pages.tolist():

@@ -11,7 +11,9 @@ loaded at 0xFFFF0.
 
 Pages that hold decoded code are marked; a write to a marked page tells every
 listener (the CPUs' decoded-instruction caches) so self-modifying code and the
-VMI patcher are seen at once.
+VMI patcher are seen at once. Every write also marks its page dirty
+(``dirty``), so a machine restoring the snapshot it last took or restored copies
+back only the pages written since (``vmi.machine.Machine.restore``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ _U32 = struct.Struct("<I")
 class Memory:
     """``size`` bytes of zeroed physical RAM."""
 
-    __slots__ = ("size", "array", "view", "code_pages", "code_listeners",
+    __slots__ = ("size", "array", "view", "code_pages", "code_listeners", "dirty",
                  "_u16", "_u32", "_p16", "_p32")
 
     def __init__(self, size: int = 16 << 20) -> None:
@@ -42,6 +44,7 @@ class Memory:
         self.view = memoryview(self.array)  # type: ignore[arg-type]
         # one flag per page (plus a guard page for accesses that run off the end)
         self.code_pages = bytearray((size >> PAGE_SHIFT) + 2)
+        self.dirty = bytearray((size >> PAGE_SHIFT) + 2)  # written since the last clear
         self.code_listeners: list[Callable[[], None]] = []
         self._u16 = _U16.unpack_from
         self._u32 = _U32.unpack_from
@@ -76,13 +79,25 @@ class Memory:
 
     # -- writes ----------------------------------------------------------------
     def _touch(self, addr: int, last: int) -> None:
+        if addr >= self.size:
+            return
+        self.mark_dirty(addr, last - addr + 1)
         pages = self.code_pages
-        if addr < self.size and (pages[addr >> PAGE_SHIFT] or pages[last >> PAGE_SHIFT]):
+        if pages[addr >> PAGE_SHIFT] or pages[last >> PAGE_SHIFT]:
             self.invalidate_code()
 
+    def mark_dirty(self, addr: int, length: int) -> None:
+        """Note a write of ``length`` bytes at ``addr`` made without the write methods."""
+        first = addr >> PAGE_SHIFT
+        last = min(addr + max(length, 1) - 1, self.size - 1) >> PAGE_SHIFT
+        self.dirty[first:last + 1] = b"\x01" * (last - first + 1)
+
     def write8(self, addr: int, value: int) -> None:
-        if self.code_pages[addr >> PAGE_SHIFT] if addr < self.size else False:
-            self.invalidate_code()
+        if addr < self.size:
+            page = addr >> PAGE_SHIFT
+            self.dirty[page] = 1
+            if self.code_pages[page]:
+                self.invalidate_code()
         try:
             self.view[addr] = value
         except IndexError:
@@ -90,8 +105,11 @@ class Memory:
 
     def write16(self, addr: int, value: int) -> None:
         if addr < self.size:
+            first, last = addr >> PAGE_SHIFT, (addr + 1) >> PAGE_SHIFT
+            dirty = self.dirty
+            dirty[first] = dirty[last] = 1
             pages = self.code_pages
-            if pages[addr >> PAGE_SHIFT] or pages[(addr + 1) >> PAGE_SHIFT]:
+            if pages[first] or pages[last]:
                 self.invalidate_code()
         try:
             self._p16(self.view, addr, value)
@@ -101,8 +119,11 @@ class Memory:
 
     def write32(self, addr: int, value: int) -> None:
         if addr < self.size:
+            first, last = addr >> PAGE_SHIFT, (addr + 3) >> PAGE_SHIFT
+            dirty = self.dirty
+            dirty[first] = dirty[last] = 1
             pages = self.code_pages
-            if pages[addr >> PAGE_SHIFT] or pages[(addr + 3) >> PAGE_SHIFT]:
+            if pages[first] or pages[last]:
                 self.invalidate_code()
         try:
             self._p32(self.view, addr, value)

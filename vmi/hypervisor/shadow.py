@@ -125,6 +125,7 @@ def sync_directory(mem: Any, guest_cr3: int, cpu: int) -> None:
     source = guest_cr3 & 0xFFFFF000
     if source + 0x1000 <= mem.size:
         mem.array[shadow:shadow + 4092] = mem.array[source:source + 4092]
+        mem.mark_dirty(shadow, 4092)
     else:
         for i in range(1023):
             mem.write32(shadow + 4 * i, mem.read32(source + 4 * i))
