@@ -4,12 +4,17 @@ how ``--mode`` maps onto a machine, a kernel image and (perhaps) the VMI monitor
 Every command that runs the bundled kernel (``run``, ``costs``, ``race``,
 ``debug``, ``gdbserver``) starts from ``boot_system``:
 
-| mode | kernel macro set | platform |
-|---|---|---|
-| ``native`` | ``native`` (or ``macros=``) | the bare machine |
-| ``trap`` | ``native`` | the VMI monitor: nothing to patch, every privileged instruction traps and is emulated (pure trap-and-emulate) |
-| ``vmi`` | ``vmi`` (or ``vmi-split``) | the VMI monitor: annotated sites patched into ROM calls |
-| ``naive`` | ``naive`` | the VMI monitor with no window knowledge |
+=========  ===========================  ==============================================
+mode       kernel macro set             platform
+=========  ===========================  ==============================================
+native     native (or ``macros=``)      the bare machine
+trap       native                       the VMI monitor: nothing to patch, every
+                                        privileged instruction traps and is emulated
+                                        (pure trap-and-emulate)
+vmi        vmi (or vmi-split)           the VMI monitor: annotated sites patched into
+                                        ROM calls
+naive      naive                        the VMI monitor with no window knowledge
+=========  ===========================  ==============================================
 
 Pure trap-and-emulate is the classic scheme the seed explains cannot be right on
 the i386: at ring 1 a raw ``iret`` is not privileged, so it does not trap and

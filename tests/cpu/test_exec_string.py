@@ -1,181 +1,29 @@
 """String instructions (movs cmps scas lods stos ins outs, with rep/repe/repne):
 Unicorn differential tests and unit tests.
 
-Also home of ``run_pair``, a differential harness that extends the shared
-oracle (``tests/cpu/unicorn_oracle.py``) where string and privileged
-instructions need more:
-
-* **Several steps.** One Unicorn step (``emu_start(..., count=1)``) of a
-  repeated string instruction performs ONE iteration and leaves EIP on the
-  instruction, even after the last iteration (QEMU re-enters the instruction,
-  which then sees a zero count and moves on). vmi also does one iteration per
-  step but moves EIP on as soon as the count runs out (or repe/repne
-  terminates). Comparing after one step would therefore differ only in EIP at
-  the last iteration, and would leave the rest of the rep untested; so both
-  machines are stepped until EIP leaves the instruction, and the final states
-  are compared. The count register is kept small for the repeated forms.
-* **CPL 0.** Unicorn's flat UC_MODE_32 runs at CPL 0, so vmi runs at CPL 0
-  here and IF/IOPL (popf, cli, sti) are compared as well; the shared oracle
-  runs vmi at CPL 3 and compares the arithmetic flags and DF only.
-* **16-bit addresses.** Memory 0..0x30000 is mapped and compared, so SI/DI
-  and BX+SI style addresses reach data; the code lives apart at ``CODE_AT``.
-* **Ports.** Unicorn's IN hook returns all ones, what vmi's empty bus reads.
+The differential tests go through ``run_pair`` (``tests/cpu/unicorn_oracle.py``),
+which steps both machines until EIP leaves a repeated instruction and runs vmi at
+CPL 0. Also home of the random states (``random_state``) and the form selection
+(``forms_named``) that the other ``run_pair`` tests use.
 """
 
 from __future__ import annotations
 
-import collections
-import functools
 import random
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from unicorn import Uc, UcError
-from unicorn import unicorn_const as uc_const
-from unicorn import x86_const as ux
 
 from tests.conftest import example_scale
-from tests.cpu.unicorn_oracle import undefined_flags
+from tests.cpu.unicorn_oracle import CODE_AT, COMPARED_FLAGS, GPRS, run_pair
 from tests.strategies import DATA_BASE, DATA_SIZE, encoding
 from vmi.cpu import CPU, CPUException, DecodeError, Memory, decode
 from vmi.cpu.isa import FORMS
 
-GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
-_UC_REGS = {name: getattr(ux, f"UC_X86_REG_{name.upper()}") for name in GPRS}
-#: The compared EFLAGS bits: arithmetic, IF, DF, IOPL, NT, AC, ID.
-COMPARED_FLAGS = 0x8D5 | 0x200 | 0x400 | 0x3000 | 0x4000 | 0x40000 | 0x200000
 #: The EFLAGS bits random states draw from (no TF, RF, VM, VIF, VIP: Unicorn
 #: would single-step or enter modes vmi's flat CPU does not model).
 RANDOM_FLAGS = COMPARED_FLAGS
-MEMORY_END = 0x30000
-CODE_AT = 0x40000
-
-
-#: How many examples ``run_pair`` compared and how many it had to skip.
-USABLE: collections.Counter[str] = collections.Counter()
-
-
-@dataclass
-class State:
-    regs: dict[str, int]
-    eip: int
-    eflags: int
-    memory: bytes
-    vector: int | None
-    steps: int
-
-
-@functools.lru_cache(maxsize=64)
-def _memory_image(seed: int) -> bytes:
-    return random.Random(seed).randbytes(MEMORY_END)
-
-
-def run_unicorn_steps(code: bytes, regs: dict[str, int], eflags: int, image: bytes,
-                      max_steps: int) -> State | None:
-    """Step Unicorn until EIP leaves the instruction (or an exception); None if
-    the example touched unmapped memory or Unicorn refused it."""
-    uc = Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_32)
-    uc.mem_map(0, MEMORY_END)
-    uc.mem_map(CODE_AT, 0x1000)
-    uc.mem_write(0, image)
-    uc.mem_write(CODE_AT, code)
-    for name, value in regs.items():
-        uc.reg_write(_UC_REGS[name], value)
-    uc.reg_write(ux.UC_X86_REG_EFLAGS, eflags)
-    uc.reg_write(ux.UC_X86_REG_EIP, CODE_AT)
-    vector: list[int] = []
-
-    def on_interrupt(uc, intno, _data):
-        vector.append(intno)
-        uc.emu_stop()
-
-    def on_in(uc, port, size, _data):
-        return (1 << size * 8) - 1
-
-    def on_out(uc, port, size, value, _data):
-        return None
-
-    uc.hook_add(uc_const.UC_HOOK_INTR, on_interrupt)
-    uc.hook_add(uc_const.UC_HOOK_INSN, on_in, None, 1, 0, ux.UC_X86_INS_IN)
-    uc.hook_add(uc_const.UC_HOOK_INSN, on_out, None, 1, 0, ux.UC_X86_INS_OUT)
-    steps = 0
-    try:
-        while steps < max_steps:
-            steps += 1
-            uc.emu_start(uc.reg_read(ux.UC_X86_REG_EIP), CODE_AT + 0x1000, count=1)
-            if vector or uc.reg_read(ux.UC_X86_REG_EIP) != CODE_AT:
-                break
-    except UcError:
-        return None
-    return State({name: uc.reg_read(_UC_REGS[name]) for name in GPRS},
-                 uc.reg_read(ux.UC_X86_REG_EIP), uc.reg_read(ux.UC_X86_REG_EFLAGS),
-                 bytes(uc.mem_read(0, MEMORY_END)), vector[0] if vector else None, steps)
-
-
-def run_vmi_steps(code: bytes, regs: dict[str, int], eflags: int, image: bytes,
-                  max_steps: int, cpl: int = 0) -> State:
-    """Step vmi (flat, at ``cpl``) until EIP leaves the instruction or it faults."""
-    cpu = CPU.flat(Memory(1 << 20), cpl=cpl)
-    cpu.mem.load(0, image)
-    cpu.mem.load(CODE_AT, code)
-    for name, value in regs.items():
-        setattr(cpu.regs, name, value)
-    cpu.eflags = eflags
-    cpu.eip = CODE_AT
-    vector = None
-    steps = 0
-    try:
-        while steps < max_steps:
-            steps += 1
-            cpu.step()
-            if cpu.eip != CODE_AT or cpu.halted:
-                break
-    except CPUException as exc:
-        vector = exc.vector
-    return State({name: getattr(cpu.regs, name) for name in GPRS}, cpu.eip, cpu.eflags,
-                 cpu.mem.read_bytes(0, MEMORY_END), vector, steps)
-
-
-def run_pair(code: bytes, regs: dict[str, int], eflags: int, seed: int, *, max_steps: int = 80,
-             low16: tuple[str, ...] = ()) -> str | None:
-    """Run both machines; None when they agree (or the example is unusable),
-    else a report. Registers named in ``low16`` are compared in their low word
-    only (documented differences, see the callers)."""
-    image = _memory_image(seed)
-    expected = run_unicorn_steps(code, regs, eflags, image, max_steps)
-    if expected is None:
-        USABLE["unusable"] += 1
-        return None
-    USABLE["compared"] += 1
-    got = run_vmi_steps(code, regs, eflags, image, max_steps)
-    try:
-        text = str(decode(code, CODE_AT))
-    except Exception as error:  # the decoder refuses it: #UD on both sides
-        text = f"undecodable: {error}"
-    state = " ".join(f"{k}={v:#x}" for k, v in regs.items())
-    where = f"{code.hex()} ({text}) from {state} eflags={eflags:#x} seed={seed}"
-    if expected.vector is not None or got.vector is not None:
-        if expected.vector != got.vector:
-            return f"{where}: exception: unicorn {expected.vector} vmi {got.vector}"
-        return None
-    problems = []
-    for name in GPRS:
-        mask = 0xFFFF if name in low16 else 0xFFFFFFFF
-        if (expected.regs[name] ^ got.regs[name]) & mask:
-            problems.append(f"{name}: unicorn {expected.regs[name]:#x} vmi {got.regs[name]:#x}")
-    if expected.eip != got.eip:
-        problems.append(f"eip: unicorn {expected.eip:#x} vmi {got.eip:#x}")
-    mask = COMPARED_FLAGS & ~undefined_flags(code)
-    if (expected.eflags ^ got.eflags) & mask:
-        problems.append(f"eflags: unicorn {expected.eflags:#x} vmi {got.eflags:#x} "
-                        f"(compared {mask:#x})")
-    if expected.memory != got.memory:
-        diff = next(i for i in range(MEMORY_END) if expected.memory[i] != got.memory[i])
-        problems.append(f"memory at {diff:#x}: unicorn {expected.memory[diff]:#x} "
-                        f"vmi {got.memory[diff]:#x}")
-    return f"{where}: " + "; ".join(problems) if problems else None
 
 
 def forms_named(*mnemonics: str):

@@ -6,7 +6,10 @@ layout, an IDT built from the program's symbols, a TSS, an identity-mapped page
 table with a user region) and starts the CPU in protected mode with paging at the
 program's ``_start``. The program's prologue (``PROLOGUE``) loads the data segments,
 looks for the ROM signature at 0xC0000 and, if it is there (under the monitor),
-calls Init; natively there is no ROM and it stays at ring 0.
+calls Init; natively there is no ROM and it stays at ring 0. The prologue also defines
+two macros for the programs: ``SET_SYSENTER entry`` (the SYSENTER MSRs: the kernel
+CS, ``SYSENTER_STACK``, ``entry``) and ``ENTER_USER`` (IRET to the user program at
+``USER_BASE`` with interrupts enabled, on the user stack).
 
 IDT gates come from symbols: ``int_N`` an interrupt gate, ``trap_N`` a trap gate,
 ``utrap_N`` a DPL-3 trap gate, ``uint_N`` a DPL-3 interrupt gate (N decimal).
@@ -42,6 +45,7 @@ from vmi.machine import Machine
 
 GDT, IDT, TSS, TSS2, PD, PT = 0x1000, 0x2000, 0x3000, 0x3100, 0x4000, 0x5000
 KERNEL_BASE, KSTACK = 0x10000, 0x90000
+SYSENTER_STACK = KSTACK - 64
 USER_BASE, USER_DATA, USER_STACK = 0x200000, 0x210000, 0x280000
 USER_LOW, USER_HIGH = 0x200000, 0x300000
 SEG16_BASE, KSEG16_BASE = 0x270000, 0x60000
@@ -52,6 +56,7 @@ KERNEL_CS, KERNEL_DS, USER_CS, USER_DS, TSS_SEL, SEG16, TSS2_SEL, KSEG16 = (
 DEFINES = {
     "KERNEL_CS": KERNEL_CS, "KERNEL_DS": KERNEL_DS, "USER_CS": USER_CS, "USER_DS": USER_DS,
     "TSS_SEL": TSS_SEL, "SEG16": SEG16, "TSS2_SEL": TSS2_SEL, "KSTACK": KSTACK,
+    "SYSENTER_STACK": SYSENTER_STACK,
     "USER_BASE": USER_BASE, "USER_DATA": USER_DATA, "USER_STACK": USER_STACK,
     "SEG16_BASE": SEG16_BASE, "KSEG16": KSEG16, "KSEG16_BASE": KSEG16_BASE,
     "GDT_BASE": GDT, "IDT_BASE": IDT, "PD_BASE": PD,
@@ -59,6 +64,28 @@ DEFINES = {
 }
 
 PROLOGUE = """
+.macro SET_SYSENTER entry
+	movl $0x174, %ecx		# IA32_SYSENTER_CS
+	movl $KERNEL_CS, %eax
+	xorl %edx, %edx
+	WRMSR
+	movl $0x175, %ecx		# IA32_SYSENTER_ESP
+	movl $SYSENTER_STACK, %eax
+	WRMSR
+	movl $0x176, %ecx		# IA32_SYSENTER_EIP
+	movl $\\entry, %eax
+	WRMSR
+.endm
+
+.macro ENTER_USER
+	pushl $USER_DS
+	pushl $USER_STACK
+	pushl $0x202
+	pushl $USER_CS
+	pushl $USER_BASE
+	IRET
+.endm
+
 .text
 _start:
 	movl $USER_DS, %eax		# kernel data through the flat DPL-3 segment, as Linux 2.6

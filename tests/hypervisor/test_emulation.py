@@ -170,22 +170,8 @@ def test_virtual_state_after_the_program(virtual: Guest) -> None:
 def test_user_sysenter_is_emulated() -> None:
     kernel = """
 main:
-	movl $0x174, %ecx
-	movl $KERNEL_CS, %eax
-	xorl %edx, %edx
-	WRMSR
-	movl $0x175, %ecx
-	movl $KSTACK - 64, %eax
-	WRMSR
-	movl $0x176, %ecx
-	movl $sysenter_entry, %eax
-	WRMSR
-	pushl $USER_DS
-	pushl $USER_STACK
-	pushl $0x202
-	pushl $USER_CS
-	pushl $USER_BASE
-	IRET
+	SET_SYSENTER sysenter_entry
+	ENTER_USER
 sysenter_entry:
 	pushfl
 	popl flags_at_entry

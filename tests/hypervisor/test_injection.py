@@ -15,12 +15,7 @@ FLAG = USER_DATA + 0x14
 
 KERNEL = """
 main:
-	pushl $USER_DS
-	pushl $USER_STACK
-	pushl $0x202
-	pushl $USER_CS
-	pushl $USER_BASE
-	IRET
+	ENTER_USER
 
 # record(vector): vector, ESP at the handler's entry, the six dwords there
 record:

@@ -8,9 +8,7 @@ where the kernel's exception table applies. Never silent corruption."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.hypervisor.kit import KSEG16, KSEG16_BASE, KSTACK, SEG16, Guest
+from tests.hypervisor.kit import KSEG16, KSEG16_BASE, KSTACK, Guest
 
 KERNEL = """
 main:

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
+from vmi.guest import build, loader
 from vmi.hypervisor import boot, layout
 from vmi.machine import Machine
-
-from vmi.guest import build, loader
 
 STEPS = 3_000_000
 

@@ -23,12 +23,7 @@ main:
 3:	movl $0x1234, %ss:VMI_VIF + 0x40	# the shared page is the kernel's
 	movl %ss:VMI_VIF + 0x40, %eax
 	movl %eax, shared_back
-	pushl $USER_DS
-	pushl $USER_STACK
-	pushl $0x202
-	pushl $USER_CS
-	pushl $USER_BASE
-	IRET
+	ENTER_USER
 
 .macro FAULT vector
 int_\\vector:

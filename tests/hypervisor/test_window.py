@@ -25,53 +25,40 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hypervisor.kit import KSTACK, USER_DATA, Guest
+from tests.hypervisor.kit import KSTACK, SYSENTER_STACK, USER_DATA, Guest
 from vmi.hypervisor import build_rom
 
 WORK, MISSED, ITER = USER_DATA, USER_DATA + 4, USER_DATA + 8
-SYSENTER_STACK = KSTACK - 64
 
 KERNEL = """
+# The exit paths' work check (entry.S's TIF_NEED_RESCHED loop): with the virtual IF
+# clear, do the work until none is pending.
+.macro DO_WORK
+	CLI
+1:	cmpl $0, WORK
+	je 2f
+	movl $0, WORK
+	incl work_done
+	jmp 1b
+2:
+.endm
+
 main:
-	movl $0x174, %ecx
-	movl $KERNEL_CS, %eax
-	xorl %edx, %edx
-	WRMSR
-	movl $0x175, %ecx
-	movl $SYSENTER_STACK, %eax
-	WRMSR
-	movl $0x176, %ecx
-	movl $sysenter_entry, %eax
-	WRMSR
-	pushl $USER_DS
-	pushl $USER_STACK
-	pushl $0x202
-	pushl $USER_CS
-	pushl $USER_BASE
-	IRET
+	SET_SYSENTER sysenter_entry
+	ENTER_USER
 
 utrap_128:
 	incl syscalls
 	cmpl $99, %eax
 	je finish
 exit_path:
-	CLI
-1:	cmpl $0, WORK
-	je 2f
-	movl $0, WORK
-	incl work_done
-	jmp 1b
-2:	IRET
+	DO_WORK
+	IRET
 
 sysenter_entry:
 	incl sysenters
-	CLI
-1:	cmpl $0, WORK
-	je 2f
-	movl $0, WORK
-	incl work_done
-	jmp 1b
-2:	STI_SYSEXIT
+	DO_WORK
+	STI_SYSEXIT
 
 int_32:
 	pushl %eax
@@ -124,7 +111,7 @@ back:
 	int $0x80
 """
 
-DEFINES = {"WORK": WORK, "MISSED": MISSED, "ITER": ITER, "SYSENTER_STACK": SYSENTER_STACK}
+DEFINES = {"WORK": WORK, "MISSED": MISSED, "ITER": ITER}
 ROM = build_rom().symbols
 
 

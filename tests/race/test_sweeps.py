@@ -59,7 +59,7 @@ def test_naive_iret_nests_a_frame_in_its_inline_window():
     boundary = sc.boundaries[worst.schedule[0]]
     assert boundary.window == "iret" and boundary.name.startswith("restore_nocheck")
     # only after the store that turns the virtual IF on: pop and iret
-    failing = [b.text.split()[0] for b, c in zip(sc.boundaries, report.cells()) if c]
+    failing = [b.text.split()[0] for b, c in zip(sc.boundaries, report.cells(), strict=True) if c]
     assert failing == ["pop", "iret"]
 
 
@@ -77,7 +77,7 @@ def test_vmi_split_loses_work_between_its_two_sites():
     sc, report = broken("vmi", "defer", "vmi-split", "sysexit")
     worst = report.counterexample()
     assert worst.invariant == "lost-work" and len(worst.schedule) == 1
-    gap = [b for b, c in zip(sc.boundaries, report.cells()) if c]
+    gap = [b for b, c in zip(sc.boundaries, report.cells(), strict=True) if c]
     assert all(b.window is None for b in gap)  # outside the ROM's windows
     assert any(b.name.startswith("sysenter_exit") for b in gap)
     # the same image with STI_SYSEXIT as one site holds (the seed's N.B.)

@@ -598,6 +598,26 @@ def _stack_ok(limit: int, attr: int, offsets: list[int], size: int) -> bool:
     return all(paging.offset_allowed(limit, attr, off, size, True) for off in offsets)
 
 
+def current_stack(cpu: Any) -> tuple[int, int, int, int, int]:
+    """The stack an event delivered without a stack switch pushes its frame on: the
+    SS cache (base, limit, attributes), its width in bits and ESP. Shared with the
+    VMI monitor's injection."""
+    return (cpu.seg_base[SS_REG], cpu.seg_limit[SS_REG], cpu.seg_attr[SS_REG],
+            cpu.stack_bits, cpu.r[4])
+
+
+def frame_tail(cpu: Any, image: int, vector: int, software: bool,
+               error_code: int | None) -> list[int]:
+    """What every delivery pushes, in push order, after the outer SS:ESP of a stack
+    switch (SDM Vol.3A §6.12.1, Figure 6-4): the EFLAGS ``image``, CS, EIP, then the
+    error code when ``vector`` has one (§6.13) and the event is not INT n. Shared
+    with the VMI monitor's injection."""
+    values = [image, cpu.sreg[CS], cpu.eip]
+    if not software and vector in ERROR_CODE_VECTORS:
+        values.append(error_code or 0)
+    return values
+
+
 def _deliver_once(cpu: Any, vector: int, error_code: int | None, software: bool,
                   ext: int) -> None:
     """One attempt to enter the handler of ``vector``; raises the fault that stops it
@@ -653,7 +673,6 @@ def _deliver_once(cpu: Any, vector: int, error_code: int | None, software: bool,
         new_cpl = cpl  # conforming, or DPL = CPL (DPL > CPL was refused above)
         inner = False
     unit = gate.bits // 8
-    has_error = not software and vector in ERROR_CODE_VECTORS
     values = []  # pushed in this order, each ``unit`` bytes
     ss_desc: SegmentDescriptor | None = None
     if inner:
@@ -678,15 +697,9 @@ def _deliver_once(cpu: Any, vector: int, error_code: int | None, software: bool,
         values += [cpu.sreg[SS_REG], cpu.r[4]]
         stack_error = selector_error(ss, ext)
     else:
-        stack_base, stack_limit, stack_attr = (cpu.seg_base[SS_REG], cpu.seg_limit[SS_REG],
-                                               cpu.seg_attr[SS_REG])
-        stack_bits = cpu.stack_bits
-        start = cpu.r[4]
+        stack_base, stack_limit, stack_attr, stack_bits, start = current_stack(cpu)
         stack_error = ext
-    image = cpu.eflags
-    values += [image, cpu.sreg[CS], cpu.eip]
-    if has_error:
-        values.append(error_code or 0)
+    values += frame_tail(cpu, cpu.eflags, vector, software, error_code)
     if unit == 2:
         values = [v & 0xFFFF for v in values]
     mask = M32 if stack_bits == 32 else 0xFFFF
@@ -743,8 +756,24 @@ def escalate(cpu: Any, chain: list, vector: int, benign: bool, software: bool,
     if _makes_double_fault(vector, benign, nested.vector):
         chain.append((DF, 0, "(the two exceptions above make a double fault)"))
         return DF, 0, False
-    return nested.vector, nested.error_code, (nested.vector not in CONTRIBUTORY
-                                              and nested.vector not in (PF, DF))
+    return nested.vector, nested.error_code, _benign(nested.vector)
+
+
+def _benign(vector: int) -> bool:
+    """An exception that is neither contributory nor #PF nor #DF (SDM Vol.3A §6.15,
+    Table 6-4): benign for the double-fault rules."""
+    return vector not in CONTRIBUTORY and vector not in (PF, DF)
+
+
+def open_chain(vector: int, error_code: int | None, software: bool,
+               external: bool) -> tuple[list[tuple[int, int | None, str]], bool]:
+    """The double-fault bookkeeping a delivery of ``vector`` starts with: the chain
+    ``escalate`` records nested exceptions in (``TripleFault`` reports it), opened
+    by the event itself, and whether that event is benign (an interrupt, INT n, or
+    a benign exception). Shared by native delivery and the VMI monitor's injection."""
+    chain: list[tuple[int, int | None, str]] = [
+        (vector, error_code, "(interrupt)" if external else "(int n)" if software else "")]
+    return chain, external or software or _benign(vector)
 
 
 def _makes_double_fault(first: int, first_benign: bool, second: int) -> bool:
@@ -775,9 +804,7 @@ def deliver(cpu: Any, vector: int, error_code: int | None = None, *,
     EIP must already be what the frame saves: the faulting instruction for a
     fault, the next one for a trap or interrupt (the run loop arranges it).
     """
-    chain: list[tuple[int, int | None, str]] = [
-        (vector, error_code, "(interrupt)" if external else "(int n)" if software else "")]
-    benign = external or software or (vector not in CONTRIBUTORY and vector not in (PF, DF))
+    chain, benign = open_chain(vector, error_code, software, external)
     ext = 0 if software else 1
     while True:
         try:

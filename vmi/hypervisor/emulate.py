@@ -16,21 +16,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from vmi.cpu import flags as fl
 from vmi.cpu import paging
 from vmi.cpu.descriptors import (
     ATTR_UNUSABLE,
     FLAT_CODE_ATTR,
     FLAT_DATA_ATTR,
-    SYS_LDT,
     SYS_TSS32_AVAILABLE,
     cache_of,
     describe,
     is_null,
-    selector_error,
 )
-from vmi.cpu.errors import GP, NP, UD, CPUException
+from vmi.cpu.errors import GP, UD, CPUException
 from vmi.cpu.operands import Immediate, MemoryOperand, Register
 from vmi.cpu.ops import system
+from vmi.cpu.ops.system import (
+    CR0_AM,
+    CR0_CD,
+    CR0_EM,
+    CR0_ET,
+    CR0_MP,
+    CR0_NE,
+    CR0_NW,
+    CR0_PE,
+    CR0_PG,
+    CR0_TS,
+    CR0_WP,
+)
+from vmi.cpu.protected import CS, M32, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, SS_REG
 from vmi.hypervisor import layout, shadow
 from vmi.hypervisor.errors import MonitorRefusal
 from vmi.hypervisor.vcpu import VirtualCPU
@@ -38,10 +51,6 @@ from vmi.hypervisor.vcpu import VirtualCPU
 if TYPE_CHECKING:
     from vmi.hypervisor.monitor import VMIMonitor
 
-M32 = 0xFFFFFFFF
-ES, CS, SS, DS, FS, GS = range(6)
-CR0_PE, CR0_MP, CR0_EM, CR0_TS, CR0_ET, CR0_NE = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
-CR0_WP, CR0_AM, CR0_NW, CR0_CD, CR0_PG = 0x10000, 0x40000, 0x20000000, 0x40000000, 0x80000000
 #: Guest CR0 bits the real CR0 follows; PE, PG and WP are always set in the real CR0
 #: (WP so that the read-only ROM page is read-only for the ring-1 guest, which is a
 #: supervisor for paging: SDM Vol.3A §4.6).
@@ -49,8 +58,7 @@ CR0_MIRRORED = CR0_MP | CR0_EM | CR0_TS | CR0_NE | CR0_AM | CR0_NW | CR0_CD
 CR0_FORCED = CR0_PE | CR0_PG | CR0_WP | CR0_ET
 #: Guest CR4 bits the real CR4 follows: PSE (the guest's 4 MiB pages), DE, PGE.
 CR4_MIRRORED = 0x08 | 0x10 | 0x80
-MSR_TSC, MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x10, 0x174, 0x175, 0x176
-EFLAGS_IF, EFLAGS_VM, EFLAGS_RF = 0x200, 0x20000, 0x10000
+MSR_TSC = 0x10
 
 
 def real_cr0(guest: int) -> int:
@@ -88,11 +96,7 @@ def write_guest_cr(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, index: int,
     Registers), then what the real processor must follow."""
     value &= M32
     if index == 0:
-        value = (value & system.CR0_DEFINED) | CR0_ET
-        if value & CR0_PG and not value & CR0_PE:
-            raise CPUException(GP, 0, "CR0.PG set with CR0.PE clear")
-        if value & CR0_NW and not value & CR0_CD:
-            raise CPUException(GP, 0, "CR0.NW set with CR0.CD clear")
+        value = system.checked_cr0(value)
         if not value & CR0_PG:
             raise MonitorRefusal("the guest turned paging off under the monitor (CR0 = "
                                  f"{value:#x}); the monitor needs it on after Init")
@@ -187,18 +191,7 @@ def emulate_ltr(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> N
     same selector, base and limit (``str`` reads it); the monitor reads esp0 from the
     guest's TSS itself, so no real task-state access is ever made."""
     selector = _read16_operand(cpu, insn.operands[0])
-    if is_null(selector):
-        raise CPUException(GP, 0, "LTR with a null selector")
-    if selector & 4:
-        raise CPUException(GP, selector_error(selector), "LTR selector points into the LDT")
-    desc = monitor.guest_descriptor(cpu, vcpu, selector)
-    if desc is None:
-        raise CPUException(GP, selector_error(selector), "LTR selector beyond the GDT limit")
-    if desc.s or desc.type not in (1, SYS_TSS32_AVAILABLE):
-        raise CPUException(GP, selector_error(selector),
-                           f"LTR needs an available TSS: {describe(desc)}")
-    if not desc.present:
-        raise CPUException(NP, selector_error(selector), f"not present: {describe(desc)}")
+    desc = system.tss_descriptor(selector, lambda s: monitor.guest_descriptor(cpu, vcpu, s))
     if desc.type != SYS_TSS32_AVAILABLE:
         raise MonitorRefusal(f"LTR of a 16-bit TSS ({describe(desc)}) under the monitor")
     paging.write_linear(cpu, (desc.address + 5) & M32, 1, ((desc.high >> 8) & 0xFF) | 2)
@@ -216,15 +209,7 @@ def emulate_lldt(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> 
         vcpu.ldt_selector, vcpu.ldt_base, vcpu.ldt_limit = selector, 0, 0
         cpu.ldtr[:] = [selector, 0, 0, ATTR_UNUSABLE]
         return
-    if selector & 4:
-        raise CPUException(GP, selector_error(selector), "LLDT selector points into the LDT")
-    desc = monitor.guest_descriptor(cpu, vcpu, selector)
-    if desc is None:
-        raise CPUException(GP, selector_error(selector), "LLDT selector beyond the GDT limit")
-    if desc.s or desc.type != SYS_LDT:
-        raise CPUException(GP, selector_error(selector), f"LLDT of {describe(desc)}")
-    if not desc.present:
-        raise CPUException(NP, selector_error(selector), f"not present: {describe(desc)}")
+    desc = system.ldt_descriptor(selector, lambda s: monitor.guest_descriptor(cpu, vcpu, s))
     base, limit, attr = cache_of(desc)
     vcpu.ldt_selector, vcpu.ldt_base, vcpu.ldt_limit = selector, base, limit
     cpu.ldtr[:] = [selector, base, limit, attr]
@@ -239,7 +224,7 @@ def emulate_sti(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> N
     """STI on the virtual IF. Pending events are delivered when the monitor resumes the
     guest, right after this instruction (the one-instruction shadow of a native sti is
     not modelled for the emulated one; reference §1: Enable delivers at once)."""
-    vcpu.vif = EFLAGS_IF
+    vcpu.vif = fl.IF
 
 
 def emulate_hlt(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> None:
@@ -324,7 +309,7 @@ def emulate_sysexit(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) 
     if cs & 0xFFFC == 0:
         raise CPUException(GP, 0, "sysexit with IA32_SYSENTER_CS = 0")
     _flat(cpu, CS, (cs + 16) | 3, FLAT_CODE_ATTR[3])
-    _flat(cpu, SS, (cs + 24) | 3, FLAT_DATA_ATTR[3])
+    _flat(cpu, SS_REG, (cs + 24) | 3, FLAT_DATA_ATTR[3])
     cpu.cpl = 3
     cpu.r[4] = cpu.r[1]
     monitor.finish_transfer(cpu, cpu.r[2])
@@ -338,9 +323,9 @@ def emulate_sysenter(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any)
     if cs & 0xFFFC == 0:
         raise CPUException(GP, 0, "sysenter with IA32_SYSENTER_CS = 0")
     vcpu.vif = 0
-    cpu.flags &= ~(EFLAGS_VM | EFLAGS_RF)
+    cpu.flags &= ~(fl.VM | fl.RF)
     _flat(cpu, CS, (cs & 0xFFFC) | 1, FLAT_CODE_ATTR[0] | 0x20)
-    _flat(cpu, SS, ((cs & 0xFFFC) + 8) | 1, FLAT_DATA_ATTR[0] | 0x20)
+    _flat(cpu, SS_REG, ((cs & 0xFFFC) + 8) | 1, FLAT_DATA_ATTR[0] | 0x20)
     cpu.cpl = 1
     cpu.r[4] = vcpu.sysenter_esp
     monitor.finish_transfer(cpu, vcpu.sysenter_eip)

@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 from attrs import define, field
 
+from vmi.cpu import flags as fl
 from vmi.cpu import paging, protected
 from vmi.cpu.descriptors import (
     SegmentDescriptor,
@@ -57,7 +58,6 @@ from vmi.cpu.descriptors import (
     selector_error,
 )
 from vmi.cpu.errors import (
-    DF,
     GP,
     NP,
     PF,
@@ -70,8 +70,14 @@ from vmi.cpu.errors import (
 )
 from vmi.cpu.platform import NativePlatform
 from vmi.cpu.protected import (
-    CONTRIBUTORY,
-    ERROR_CODE_VECTORS,
+    CS,
+    DS,
+    ES,
+    FS,
+    GS,
+    M32,
+    SEGMENT_NAMES,
+    SS_REG,
     is_software,
     refresh,
 )
@@ -81,10 +87,6 @@ from vmi.hypervisor.patcher import PatchedSite, SkippedSite, patch_sites
 from vmi.hypervisor.rom import Rom, Window, build_rom
 from vmi.hypervisor.vcpu import VirtualCPU
 
-M32 = 0xFFFFFFFF
-ES, CS, SS_REG, DS, FS, GS = range(6)
-EFLAGS_TF, EFLAGS_IF, EFLAGS_IOPL, EFLAGS_NT = 0x100, 0x200, 0x3000, 0x4000
-EFLAGS_RF, EFLAGS_VM = 0x10000, 0x20000
 POLICIES = ("defer", "fixup", "none")
 MODES = ("vmi", "naive")
 
@@ -395,7 +397,7 @@ class VMIMonitor:
         IRET if the frame's EFLAGS image has IF."""
         if window is self.rom.sysexit_window:
             return True
-        return bool(cpu.rd32(SS_REG, (frame + 8) & M32) & EFLAGS_IF)
+        return bool(cpu.rd32(SS_REG, (frame + 8) & M32) & fl.IF)
 
     # -- hypercalls ------------------------------------------------------------------------
     def _hypercall_name(self, cpu: Any) -> str | None:
@@ -489,16 +491,17 @@ class VMIMonitor:
             self._inject(cpu, vcpu, fault.vector, fault.error_code)
             return
         cpu.r[4] = user_esp  # the espfix: ESP[31:16] is the user's, not the kernel's
-        cpu.flags |= EFLAGS_IF  # the real IF stays 1 (CPL 1 > IOPL 0 kept it anyway)
-        vcpu.vif = image & EFLAGS_IF
+        cpu.flags |= fl.IF  # the real IF stays 1 (CPL 1 > IOPL 0 kept it anyway)
+        vcpu.vif = image & fl.IF
         self.stats.iret16_espfix += 1
         self._resume(cpu, vcpu)
 
     def _refuse_iret16(self, cpu: Any, vcpu: VirtualCPU) -> None:
         """An IRET that runs on a 16-bit stack segment (the seed: no hypervisor support
-        for IRETs on 16-bit stacks; a ring-1 guest's VMI calls need a flat SS): undo the ROM's work so the state is
-        the site's, report, and raise #GP naming the 16-bit stack segment at the
-        site, where the kernel's exception table sends it to its iret fault path."""
+        for IRETs on 16-bit stacks; a ring-1 guest's VMI calls need a flat SS): undo
+        the ROM's work so the state is the site's, report, and raise #GP naming the
+        16-bit stack segment at the site, where the kernel's exception table sends it
+        to its iret fault path."""
         mask = M32 if cpu.stack_bits == 32 else 0xFFFF
         sp = cpu.r[4] & mask
         eax = int(cpu.rd32(SS_REG, sp))
@@ -537,7 +540,7 @@ class VMIMonitor:
     def _init(self, cpu: Any, vcpu: VirtualCPU) -> None:
         """VMI_Init at CPL 0 (reference §1 "Binding"): needs protected mode with paging;
         returns EAX = 0 and the CPU at ring 1, or EAX = 1 and nothing changed."""
-        if not cpu.cr[0] & 0x1 or not cpu.cr[0] & 0x80000000 or cpu.flags & EFLAGS_VM:
+        if not cpu.cr[0] & 0x1 or not cpu.cr[0] & 0x80000000 or cpu.flags & fl.VM:
             cpu.r[0] = 1
             self._return_from_call(cpu)
             self.report(f"cpu{cpu.index}: Init refused: paging is off")
@@ -566,10 +569,10 @@ class VMIMonitor:
         vcpu.idt_base, vcpu.idt_limit = cpu.idtr
         vcpu.tr_selector, vcpu.tr_base, vcpu.tr_limit = cpu.tr[:3]
         vcpu.ldt_selector, vcpu.ldt_base, vcpu.ldt_limit = cpu.ldtr[:3]
-        vcpu.set_sysenter_cs(cpu.msr.get(emulate.MSR_SYSENTER_CS, 0) & M32)
-        vcpu.sysenter_esp = cpu.msr.get(emulate.MSR_SYSENTER_ESP, 0) & M32
-        vcpu.sysenter_eip = cpu.msr.get(emulate.MSR_SYSENTER_EIP, 0) & M32
-        vcpu.vif = cpu.flags & EFLAGS_IF
+        vcpu.set_sysenter_cs(cpu.msr.get(protected.MSR_SYSENTER_CS, 0) & M32)
+        vcpu.sysenter_esp = cpu.msr.get(protected.MSR_SYSENTER_ESP, 0) & M32
+        vcpu.sysenter_eip = cpu.msr.get(protected.MSR_SYSENTER_EIP, 0) & M32
+        vcpu.vif = cpu.flags & fl.IF
         vcpu.shared_cpu = cpu.index
         # the real processor: shadow paging structures, shadow GDT, ring 1
         shadow.init_top_table(mem, vcpu.index)
@@ -584,7 +587,7 @@ class VMIMonitor:
         # no real IDT: every event comes to the monitor; a stray native delivery
         # would find an empty table and shut the processor down, loudly
         cpu.idtr[:] = [layout.MONITOR_LINEAR + 0x1000, 0]
-        cpu.msr[emulate.MSR_SYSENTER_CS] = 0
+        cpu.msr[protected.MSR_SYSENTER_CS] = 0
         for seg in (ES, SS_REG, DS, FS, GS):
             selector = cpu.sreg[seg]
             if seg == SS_REG:
@@ -593,7 +596,7 @@ class VMIMonitor:
         vcpu.active = 1
         cpu.cpl = 1
         self._load_shadow(cpu, CS, (cpu.sreg[CS] & 0xFFFC) | 1)
-        cpu.flags = (cpu.flags & ~EFLAGS_IOPL) | EFLAGS_IF
+        cpu.flags = (cpu.flags & ~fl.IOPL) | fl.IF
         cpu.r[0] = 0
         cpu.mode_changed()
         refresh(cpu)
@@ -612,8 +615,8 @@ class VMIMonitor:
             return
         desc = fetch_descriptor(cpu, selector)
         if desc is None:
-            raise MonitorRefusal(f"{('ES', 'CS', 'SS', 'DS', 'FS', 'GS')[seg]} selector "
-                                 f"{selector:#x} is beyond the guest's descriptor table")
+            raise MonitorRefusal(f"{SEGMENT_NAMES[seg]} selector {selector:#x} is beyond "
+                                 "the guest's descriptor table")
         base, limit, attr = cache_of(desc)
         cpu.sreg[seg] = selector
         cpu.seg_base[seg], cpu.seg_limit[seg], cpu.seg_attr[seg] = base, limit, attr
@@ -720,7 +723,7 @@ class VMIMonitor:
         cpu.halted = True
         if not vcpu.interrupts_enabled:
             vcpu.halted_cli = 1
-            cpu.flags &= ~EFLAGS_IF
+            cpu.flags &= ~fl.IF
 
     # -- reflection and injection --------------------------------------------------------------
     def _reflect(self, cpu: Any, vcpu: VirtualCPU, exc: CPUException) -> None:
@@ -747,9 +750,7 @@ class VMIMonitor:
                 software: bool = False, external: bool = False) -> None:
         """Deliver ``vector`` into the guest, resolving faults raised on the way by the
         double-fault rules (SDM Vol.3A §6.15), as ``vmi.cpu.protected.deliver`` does."""
-        chain: list[tuple[int, int | None, str]] = [
-            (vector, error_code, "(interrupt)" if external else "(int n)" if software else "")]
-        benign = external or software or (vector not in CONTRIBUTORY and vector not in (PF, DF))
+        chain, benign = protected.open_chain(vector, error_code, software, external)
         ext = 0 if software else 1
         while True:
             try:
@@ -815,7 +816,6 @@ class VMIMonitor:
         stack is the guest TSS's ss0:esp0, read now (Linux writes tss.esp0 with a plain
         store at each context switch); the EFLAGS image carries the virtual IF."""
         gate, handler_cs = self._handler_of(cpu, vcpu, vector, software, ext)
-        has_error = not software and vector in ERROR_CODE_VECTORS
         from_user = cpu.cpl == 3
         values: list[int] = []
         ss_desc = None
@@ -838,15 +838,10 @@ class VMIMonitor:
             values += [cpu.sreg[SS_REG], cpu.r[4]]
             stack_error = selector_error(ss0, ext)
         else:
-            base, limit, attr = (cpu.seg_base[SS_REG], cpu.seg_limit[SS_REG],
-                                 cpu.seg_attr[SS_REG])
-            bits = cpu.stack_bits
-            start = cpu.r[4]
+            base, limit, attr, bits, start = protected.current_stack(cpu)
             stack_error = ext
-        image = (cpu.eflags & ~EFLAGS_IF) | (EFLAGS_IF if vcpu.interrupts_enabled else 0)
-        values += [image, cpu.sreg[CS], cpu.eip]
-        if has_error:
-            values.append(error_code or 0)
+        image = (cpu.eflags & ~fl.IF) | (fl.IF if vcpu.interrupts_enabled else 0)
+        values += protected.frame_tail(cpu, image, vector, software, error_code)
         mask = M32 if bits == 32 else 0xFFFF
         offsets = [(start - 4 * (i + 1)) & mask for i in range(len(values))]
         if not all(paging.offset_allowed(limit, attr, off, 4, True) for off in offsets):
@@ -889,8 +884,8 @@ class VMIMonitor:
         self._load_shadow(cpu, CS, handler_cs)
         cpu.cpl = 1
         cpu.eip = gate.offset
-        cpu.flags &= ~(EFLAGS_TF | EFLAGS_VM | EFLAGS_RF | EFLAGS_NT)
-        cpu.flags |= EFLAGS_IF
+        cpu.flags &= ~(fl.TF | fl.VM | fl.RF | fl.NT)
+        cpu.flags |= fl.IF
         if gate.kind == "interrupt":
             vcpu.vif = 0
         vcpu.halted_cli = 0
@@ -923,7 +918,7 @@ class VMIMonitor:
         cpu.r[4] = frame
         # the live flags as the return would have left them (the ROM clobbered the
         # arithmetic ones); IF stays 1 and IOPL 0 in the real register
-        cpu.eflags = (image & ~(EFLAGS_IF | EFLAGS_IOPL)) | EFLAGS_IF
+        cpu.eflags = (image & ~(fl.IF | fl.IOPL)) | fl.IF
         self._enter_handler(cpu, vcpu, gate, handler_cs)
         self.stats.injected[_vector_name(vector)] += 1
 

@@ -27,18 +27,5 @@
 	{nooptimize} sysexit
 .endm
 
-.macro GET_CR0
-	mov %cr0, %eax
-.endm
-
-.macro WRMSR
-	{nooptimize} wrmsr
-.endm
-
-.macro RDMSR
-	{nooptimize} rdmsr
-.endm
-
-.macro CPUID
-	{nooptimize} cpuid
-.endm
+# GET_CR0, WRMSR, RDMSR, CPUID: the plain instructions (shared with naive.S).
+.include "native-system.S"

@@ -24,6 +24,7 @@ model, like every processor since the Pentium, raises #UD for them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from vmi.cpu import paging, protected
@@ -33,6 +34,7 @@ from vmi.cpu.descriptors import (
     SYS_LDT,
     SYS_TSS16_AVAILABLE,
     SYS_TSS32_AVAILABLE,
+    SegmentDescriptor,
     cache_of,
     describe,
     fetch_descriptor,
@@ -87,11 +89,7 @@ def write_cr(cpu: Any, index: int, value: int) -> None:
     value &= M32
     cr = cpu.cr
     if index == 0:
-        value = (value & CR0_DEFINED) | CR0_ET
-        if value & CR0_PG and not value & CR0_PE:
-            raise CPUException(GP, 0, "CR0.PG set with CR0.PE clear")
-        if value & CR0_NW and not value & CR0_CD:
-            raise CPUException(GP, 0, "CR0.NW set with CR0.CD clear")
+        value = checked_cr0(value)
         changed = cr[0] ^ value
         cr[0] = value
         if changed & CR0_MODE_BITS:
@@ -114,6 +112,18 @@ def write_cr(cpu: Any, index: int, value: int) -> None:
             cpu.mode_changed()
     else:
         raise CPUException(UD, None, f"there is no CR{index}")
+
+
+def checked_cr0(value: int) -> int:
+    """The CR0 that MOV CR0 stores for ``value``: undefined bits dropped, ET set
+    (i486 and later); PG without PE, or NW without CD, is #GP(0). Shared with the VMI
+    monitor, which emulates the write on a guest's virtual CR0."""
+    value = (value & CR0_DEFINED) | CR0_ET
+    if value & CR0_PG and not value & CR0_PE:
+        raise CPUException(GP, 0, "CR0.PG set with CR0.PE clear")
+    if value & CR0_NW and not value & CR0_CD:
+        raise CPUException(GP, 0, "CR0.NW set with CR0.CD clear")
+    return value
 
 
 def read_cr(cpu: Any, index: int) -> int:
@@ -215,37 +225,36 @@ def sgdt_sidt(insn: Any, cpu: Any) -> Any:
     return build(body, params)
 
 
-def load_ldt(cpu: Any, selector: int) -> None:
-    """LLDT (SDM Vol.2 LLDT; Vol.3A §3.5.1): a null selector leaves LDTR unusable;
-    else TI set, beyond the GDT limit, or not an LDT descriptor -> #GP(selector);
-    not present -> #NP(selector)."""
-    selector &= 0xFFFF
-    if is_null(selector):
-        cpu.ldtr[:] = [selector, 0, 0, ATTR_UNUSABLE]
-        return
+#: Reads the GDT descriptor of a selector (None beyond the limit): ``fetch_descriptor``
+#: natively, the guest's own GDT in the VMI monitor.
+DescriptorLookup = Callable[[int], SegmentDescriptor | None]
+
+
+def ldt_descriptor(selector: int, lookup: DescriptorLookup) -> SegmentDescriptor:
+    """The descriptor LLDT loads for a non-null ``selector`` (SDM Vol.2 LLDT; Vol.3A
+    §3.5.1), read with ``lookup``: TI set, beyond the GDT limit, or not an LDT
+    descriptor -> #GP(selector); not present -> #NP(selector)."""
     if selector & 4:
         raise CPUException(GP, selector_error(selector), "LLDT selector points into the LDT")
-    desc = fetch_descriptor(cpu, selector)
+    desc = lookup(selector)
     if desc is None:
         raise CPUException(GP, selector_error(selector), "LLDT selector beyond the GDT limit")
     if desc.s or desc.type != SYS_LDT:
         raise CPUException(GP, selector_error(selector), f"LLDT of {describe(desc)}")
     if not desc.present:
         raise CPUException(NP, selector_error(selector), f"not present: {describe(desc)}")
-    base, limit, attr = cache_of(desc)
-    cpu.ldtr[:] = [selector, base, limit, attr]
+    return desc
 
 
-def load_tr(cpu: Any, selector: int) -> None:
-    """LTR (SDM Vol.2 LTR; Vol.3A §7.2.4): null -> #GP(0); TI set, beyond the GDT
-    limit, or not an available TSS -> #GP(selector); not present -> #NP(selector).
-    The descriptor is marked busy in memory and in the cache."""
-    selector &= 0xFFFF
+def tss_descriptor(selector: int, lookup: DescriptorLookup) -> SegmentDescriptor:
+    """The descriptor LTR loads for ``selector`` (SDM Vol.2 LTR; Vol.3A §7.2.4), read
+    with ``lookup``: null -> #GP(0); TI set, beyond the GDT limit, or not an
+    available TSS (16- or 32-bit) -> #GP(selector); not present -> #NP(selector)."""
     if is_null(selector):
         raise CPUException(GP, 0, "LTR with a null selector")
     if selector & 4:
         raise CPUException(GP, selector_error(selector), "LTR selector points into the LDT")
-    desc = fetch_descriptor(cpu, selector)
+    desc = lookup(selector)
     if desc is None:
         raise CPUException(GP, selector_error(selector), "LTR selector beyond the GDT limit")
     if desc.s or desc.type not in (SYS_TSS16_AVAILABLE, SYS_TSS32_AVAILABLE):
@@ -253,6 +262,26 @@ def load_tr(cpu: Any, selector: int) -> None:
                            f"LTR needs an available TSS: {describe(desc)}")
     if not desc.present:
         raise CPUException(NP, selector_error(selector), f"not present: {describe(desc)}")
+    return desc
+
+
+def load_ldt(cpu: Any, selector: int) -> None:
+    """LLDT (SDM Vol.2 LLDT; Vol.3A §3.5.1): a null selector leaves LDTR unusable;
+    else the checks of ``ldt_descriptor`` on the GDT, and LDTR caches the descriptor."""
+    selector &= 0xFFFF
+    if is_null(selector):
+        cpu.ldtr[:] = [selector, 0, 0, ATTR_UNUSABLE]
+        return
+    desc = ldt_descriptor(selector, lambda s: fetch_descriptor(cpu, s))
+    base, limit, attr = cache_of(desc)
+    cpu.ldtr[:] = [selector, base, limit, attr]
+
+
+def load_tr(cpu: Any, selector: int) -> None:
+    """LTR (SDM Vol.2 LTR; Vol.3A §7.2.4): the checks of ``tss_descriptor`` on the
+    GDT; the descriptor is marked busy in memory and in the cache."""
+    selector &= 0xFFFF
+    desc = tss_descriptor(selector, lambda s: fetch_descriptor(cpu, s))
     set_busy(cpu, desc)
     base, limit, attr = cache_of(desc)
     cpu.tr[:] = [selector, base, limit, attr | 0x2]
