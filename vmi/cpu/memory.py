@@ -92,44 +92,52 @@ class Memory:
         last = min(addr + max(length, 1) - 1, self.size - 1) >> PAGE_SHIFT
         self.dirty[first:last + 1] = b"\x01" * (last - first + 1)
 
+    # Each write stores first, then marks its page(s) dirty and tells the code
+    # caches if it hit decoded code; a write that runs past the end of RAM is split
+    # so the part inside lands (and is tracked) and the rest is dropped.
     def write8(self, addr: int, value: int) -> None:
-        if addr < self.size:
-            page = addr >> PAGE_SHIFT
-            self.dirty[page] = 1
-            if self.code_pages[page]:
-                self.invalidate_code()
         try:
             self.view[addr] = value
         except IndexError:
-            pass
+            return
+        page = addr >> PAGE_SHIFT
+        self.dirty[page] = 1
+        if self.code_pages[page]:
+            self.invalidate_code()
 
     def write16(self, addr: int, value: int) -> None:
-        if addr < self.size:
-            first, last = addr >> PAGE_SHIFT, (addr + 1) >> PAGE_SHIFT
-            dirty = self.dirty
-            dirty[first] = dirty[last] = 1
-            pages = self.code_pages
-            if pages[first] or pages[last]:
-                self.invalidate_code()
         try:
             self._p16(self.view, addr, value)
         except struct.error:
             self.write8(addr, value & 0xFF)
             self.write8((addr + 1) & 0xFFFFFFFF, value >> 8)
+            return
+        page = addr >> PAGE_SHIFT
+        self.dirty[page] = 1
+        if addr & 0xFFF == 0xFFF:  # into the next page too
+            self.dirty[page + 1] = 1
+            if self.code_pages[page + 1]:
+                self.invalidate_code()
+                return
+        if self.code_pages[page]:
+            self.invalidate_code()
 
     def write32(self, addr: int, value: int) -> None:
-        if addr < self.size:
-            first, last = addr >> PAGE_SHIFT, (addr + 3) >> PAGE_SHIFT
-            dirty = self.dirty
-            dirty[first] = dirty[last] = 1
-            pages = self.code_pages
-            if pages[first] or pages[last]:
-                self.invalidate_code()
         try:
             self._p32(self.view, addr, value)
         except struct.error:
             self.write16(addr, value & 0xFFFF)
             self.write16((addr + 2) & 0xFFFFFFFF, value >> 16)
+            return
+        page = addr >> PAGE_SHIFT
+        self.dirty[page] = 1
+        if addr & 0xFFF > 0xFFC:  # into the next page too
+            self.dirty[page + 1] = 1
+            if self.code_pages[page + 1]:
+                self.invalidate_code()
+                return
+        if self.code_pages[page]:
+            self.invalidate_code()
 
     def write_bytes(self, addr: int, data: bytes) -> None:
         """Store ``data`` at ``addr`` (a loader's or debugger's write; code caches see it)."""
