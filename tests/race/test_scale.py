@@ -157,3 +157,11 @@ def test_plot_writes_a_png(tmp_path):
     assert f"race map drawn to {target}" in result.output
     data = target.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_an_unreachable_cluster_is_one_line():
+    pytest.importorskip("distributed", reason="the cluster extra (Dask distributed) is absent")
+    result = invoke("--path", "sysexit", "--dask", "nonsense://nowhere", "--brief")
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0
+    assert "--dask nonsense://nowhere: cannot reach the cluster" in result.output

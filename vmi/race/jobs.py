@@ -136,13 +136,18 @@ class DaskExecutor(Executor):
             raise JobError("--dask needs Dask distributed: pip install 'vmi[cluster]'") \
                 from None
         self.cluster = None
-        if address == "local":
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                        processes=True, host="127.0.0.1",
-                                        dashboard_address=None)
-            self.client = Client(self.cluster)
-        else:
-            self.client = Client(address, timeout="20s")
+        try:
+            if address == "local":
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                            processes=True, host="127.0.0.1",
+                                            dashboard_address=None)
+                self.client = Client(self.cluster)
+            else:
+                self.client = Client(address, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as error:
+            if self.cluster is not None:
+                self.cluster.close()
+            raise JobError(f"--dask {address}: cannot reach the cluster ({error})") from None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         return self.client.submit(fn, *args, pure=False, **kwargs)
