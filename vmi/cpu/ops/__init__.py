@@ -51,11 +51,17 @@ def raise_invalid(detail: str) -> Execute:
     return execute
 
 
-def compile_instruction(insn: Instruction, cpu: Any) -> tuple[Execute, int]:
-    """Return the closure that executes ``insn`` and its cycle cost."""
+def instruction_cycles(insn: Instruction) -> int:
+    """The cycles one execution of ``insn`` adds (its form's, with a memory operand
+    or without)."""
     form = insn.form
     memory = any(isinstance(op, MemoryOperand) for op in insn.operands)
-    cycles = form.cycles_mem if memory else form.cycles  # type: ignore[attr-defined]
+    return form.cycles_mem if memory else form.cycles  # type: ignore[attr-defined]
+
+
+def compile_instruction(insn: Instruction, cpu: Any) -> tuple[Execute, int]:
+    """Return the closure that executes ``insn`` and its cycle cost."""
+    cycles = instruction_cycles(insn)
     factory = SEMANTICS.get(insn.mnemonic)
     if factory is None:
         return raise_invalid(f"{insn.mnemonic} is not implemented"), cycles

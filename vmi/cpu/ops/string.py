@@ -13,17 +13,26 @@ instruction (prefixes included). So the run loop retires one iteration per
 step and interrupts arrive between iterations with EIP on the instruction,
 as on hardware (SDM Vol.2 REP: "the processor ... allows interrupts to be
 serviced between iterations"). A count of zero does nothing. repe/repne
-also stop when ZF after a compare is 0/1. F2 on a non-comparing string
-instruction repeats it as F3 does; with both F2 and F3 the last one counts
-(``Instruction.rep``; Bochs does the same, Unicorn lets F2 win).
+also stop when ZF after a compare is 0/1. One exception, invisible from
+outside: inside a machine batch, where no event can arrive, a long upward
+``rep stos`` fills the rest of the batch's room in bulk (``bulk_stos``), each
+iteration still counted as an instruction with its cycles, and the batch ends
+after it; the result is exactly that of stepping (tests/cpu/test_bulk_string.py).
+F2 on a non-comparing string instruction repeats it as F3 does; with both F2
+and F3 the last one counts (``Instruction.rep``; Bochs does the same, Unicorn
+lets F2 win).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
+
+from vmi.cpu.errors import CPUException
 from vmi.cpu.operands import MemoryOperand
-from vmi.cpu.ops import END_BATCH, build, semantics
+from vmi.cpu.ops import END_BATCH, build, instruction_cycles, semantics
 from vmi.cpu.ops.misc import IOPL_CHECK
 
 _MASK = {8: 0xFF, 16: 0xFFFF, 32: 0xFFFFFFFF}
@@ -100,6 +109,77 @@ def string(insn, cpu):
             lines += [f"if c and {zf_test}:", "    cpu.eip = HERE"]
         else:
             lines += ["if c:", "    cpu.eip = HERE"]
+            if mnemonic == "stos" and not addr16:
+                lines += _BULK_STOS.format(cycles=instruction_cycles(insn)).splitlines()
     if mnemonic == "outs":
         lines.append(END_BATCH)
-    return build("\n".join(lines), SEG=source_segment, HERE=insn.address, MASK=_MASK[bits])
+    return build("\n".join(lines), SEG=source_segment, HERE=insn.address, MASK=_MASK[bits],
+                 NEXT=insn.next_address, BULK=bulk_stos, SIZE=size, MIN=BULK_MIN)
+
+
+#: A ``rep stos`` with more than this many iterations left fills memory in bulk
+#: inside a machine batch (``bulk_stos``); shorter ones are not worth a batch.
+BULK_MIN = 64
+
+# After the first iteration of a long ``rep stos`` (upward, 32-bit addresses), the
+# rest of the batch's room is filled in bulk. Only as the first instruction of a
+# ``_run_fast`` call (its cycles are still ``rep_start``): then ``rep_room`` - 1 more
+# boundaries may pass; otherwise the batch ends here and the next call starts
+# with this instruction. Iterations done in bulk are whole instructions (their
+# cycles added, counted in ``rep_extra``) and end the batch, so the run loop
+# counts them; events are impossible inside a batch, so nothing could have been
+# delivered between them.
+_BULK_STOS = """
+if c > MIN and d > 0 and cpu.rep_room > 1:
+    if cpu.cycles != cpu.rep_start:
+        raise StopBatch()
+    k = min(c, cpu.rep_room - 1, (cpu.rep_limit - cpu.cycles - 1) // {cycles})
+    n = BULK(cpu, k, SIZE) if k > 0 else 0
+    if n:
+        cpu.cycles += n * {cycles}
+        cpu.rep_extra += n
+        if not r[1]:
+            cpu.eip = NEXT
+        raise StopBatch()
+"""
+
+
+def bulk_stos(cpu: Any, count: int, size: int) -> int:
+    """Up to ``count`` iterations of ``rep stos`` (EDI upward, ECX down) at once;
+    returns how many were done. Per page: the first element goes through the
+    processor's own write (segment and page checks, TLB, accessed/dirty bits,
+    dirty-page and decoded-code tracking; a fault stops the bulk before it, and
+    that iteration runs again as an ordinary step), the rest of the page, when ES
+    covers it and it is RAM, as one numpy fill."""
+    r = cpu.r
+    mem = cpu.mem
+    write = {1: cpu.wr8, 2: cpu.wr16, 4: cpu.wr32}[size]
+    value = r[0] & (0xFFFFFFFF if size == 4 else (1 << (8 * size)) - 1)
+    pattern = value.to_bytes(size, "little")
+    limit = cpu.seg_limit[0]
+    plain = not cpu.seg_attr[0] & 0x04  # an expand-up data segment
+    done = 0
+    while done < count:
+        t = r[7]
+        try:
+            write(0, t, value)
+        except CPUException:
+            break
+        t = (t + size) & 0xFFFFFFFF
+        r[7] = t
+        r[1] = (r[1] - 1) & 0xFFFFFFFF
+        done += 1
+        linear = (cpu.seg_base[0] + t) & 0xFFFFFFFF
+        rest = min(count - done, (0x1000 - (linear & 0xFFF)) // size)
+        if rest <= 0 or not plain or t + rest * size - 1 > limit:
+            continue
+        physical = cpu.linear_to_physical(linear, write=True)
+        end = physical + rest * size
+        if end > mem.size or mem.code_pages[physical >> 12]:
+            continue
+        mem.array[physical:end] = np.frombuffer(pattern * rest, dtype=np.uint8)
+        mem.dirty[physical >> 12] = 1
+        r[7] = (t + rest * size) & 0xFFFFFFFF
+        r[1] = (r[1] - rest) & 0xFFFFFFFF
+        done += rest
+    return done
