@@ -43,6 +43,61 @@ class ScheduledInterrupt:
     vector: int
 
 
+PAGE = 4096
+#: Deltas a snapshot may stack on earlier ones before it is taken whole again.
+MAX_DELTA_DEPTH = 16
+
+
+class MemoryImage:
+    """Physical memory as a snapshot holds it, immutable: either a whole array, or
+    the pages written since an earlier image (``parent``) over that image. A machine
+    that keeps restoring and snapshotting from one start (the race explorer, the
+    debugger's history) so stores only the pages that changed.
+
+    ``page(i)`` reads one page through the chain; ``array()`` (and numpy's
+    ``np.asarray(image)``) gives the whole image, built once and kept."""
+
+    __slots__ = ("parent", "pages", "full", "size", "depth")
+
+    def __init__(self, *, full: Any = None, parent: MemoryImage | None = None,
+                 pages: dict[int, Any] | None = None) -> None:
+        self.full = full
+        self.parent = parent
+        self.pages = pages or {}
+        self.size = int(full.size) if full is not None else parent.size  # type: ignore[union-attr]
+        self.depth = 0 if parent is None else parent.depth + 1
+
+    def page(self, index: int) -> Any:
+        image: MemoryImage | None = self
+        while image is not None and image.full is None:
+            found = image.pages.get(index)
+            if found is not None:
+                return found
+            image = image.parent
+        assert image is not None
+        return image.full[index * PAGE:(index + 1) * PAGE]
+
+    def array(self) -> Any:
+        if self.full is None:
+            assert self.parent is not None
+            whole = self.parent.array().copy()
+            for index, data in self.pages.items():
+                whole[index * PAGE:(index + 1) * PAGE] = data
+            self.full, self.parent, self.pages = whole, None, {}
+        return self.full
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        return self.array() if dtype is None else self.array().astype(dtype)
+
+    def tobytes(self) -> bytes:
+        return bytes(self.array().tobytes())
+
+
+def memory_image(memory: Any) -> MemoryImage:
+    """A snapshot's memory as a ``MemoryImage`` (a plain array is taken whole)."""
+    return memory if isinstance(memory, MemoryImage) else MemoryImage(full=memory)
+
+
 class SnapshotError(Exception):
     """A snapshot file that is not one, is damaged, or is of another format version."""
 
@@ -99,7 +154,7 @@ class Machine:
         self.add_schedule(schedule)
         self.steps = 0
         self._trace: Any = None
-        self._base: Any = None  # the saved memory that memory equals but for dirty pages
+        self._base: MemoryImage | None = None  # memory equals it but for dirty pages
 
     # -- configuration ------------------------------------------------------
     def set_interleaving(self, interleaving: Sequence[int] | None) -> None:
@@ -261,10 +316,17 @@ class Machine:
 
     # -- snapshots --------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        """The whole machine's state in memory (memory copied). Memory written after
-        it is tracked by page, so restoring this snapshot, as long as it is the one
-        last taken or restored, copies back only those pages."""
-        memory = self.memory.array.copy()
+        """The whole machine's state (memory as a ``MemoryImage``). Memory writes are
+        tracked by page, so a snapshot taken after a restore or another snapshot
+        keeps only the pages written since (over that image), and restoring the
+        snapshot last taken or restored copies back only the pages written since."""
+        base = self._base
+        if base is not None and base.depth < MAX_DELTA_DEPTH:
+            pages = self.memory.array.reshape(-1, PAGE)
+            memory = MemoryImage(parent=base, pages={
+                int(i): pages[i].copy() for i in self._dirty_pages()})
+        else:
+            memory = MemoryImage(full=self.memory.array.copy())
         self._clean_since(memory)
         return {
             "cpus": [cpu.state() for cpu in self.cpus],
@@ -283,15 +345,14 @@ class Machine:
         if len(snap["cpus"]) != len(self.cpus) or snap["memory"].size != self.memory.size:
             raise SnapshotError("snapshot is of a machine with another shape "
                                 f"({len(snap['cpus'])} CPUs, {snap['memory'].size} bytes)")
-        saved = snap["memory"]
+        saved = memory_image(snap["memory"])
         same_code = self._same_code(saved)
         if self._base is saved:  # only the pages written since it differ
-            dirty = np.flatnonzero(np.frombuffer(self.memory.dirty, dtype=np.uint8))
-            dirty = dirty[dirty < self.memory.size >> 12]
-            pages = self.memory.array.reshape(-1, 4096)
-            pages[dirty] = saved.reshape(-1, 4096)[dirty]
+            pages = self.memory.array.reshape(-1, PAGE)
+            for index in self._dirty_pages():
+                pages[index] = saved.page(int(index))
         else:
-            self.memory.array[:] = saved
+            self.memory.array[:] = saved.array()
         self._clean_since(saved)
         if not same_code:
             self.memory.invalidate_code()
@@ -307,6 +368,11 @@ class Machine:
         self._turn = snap["turn"]
         self.steps = snap["steps"]
 
+    def _dirty_pages(self) -> Any:
+        """The pages written since the last snapshot or restore."""
+        dirty = np.flatnonzero(np.frombuffer(self.memory.dirty, dtype=np.uint8))
+        return dirty[dirty < self.memory.size // PAGE]
+
     def _clean_since(self, base: Any) -> None:
         """Memory now equals ``base``: start tracking the pages written from here."""
         self.memory.dirty[:] = bytes(len(self.memory.dirty))
@@ -318,17 +384,17 @@ class Machine:
         current = self.memory.array
         pages = np.flatnonzero(np.frombuffer(self.memory.code_pages, dtype=np.uint8))
         for page in pages.tolist():
-            start = page << 12
+            start = page * PAGE
             if start >= len(current):
                 continue
-            if not np.array_equal(current[start:start + 4096], saved[start:start + 4096]):
+            if not np.array_equal(current[start:start + PAGE], saved.page(page)):
                 return False
         return True
 
     def save(self, path: str | Path) -> None:
         """Write a snapshot file (a zip: ``meta.json`` + ``memory.bin``)."""
         snap = self.snapshot()
-        memory = snap.pop("memory")
+        memory = snap.pop("memory").array()
         meta = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
                 "memory_size": int(memory.size), **snap}
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
