@@ -204,7 +204,6 @@ def is_mnemonic(word: str) -> bool:
 # Operand specs
 
 
-_SIZES = {"b": 1, "w": 2, "d": 4, "q": 8, "t": 10, "s": 6, "": 0}
 _GPR_NAMES = {
     **{n: (i, 1) for i, n in enumerate(("AL", "CL", "DL", "BL", "AH", "CH", "DH", "BH"))},
     **{n: (i, 4) for i, n in enumerate(("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI",
@@ -219,13 +218,15 @@ _SLOTS = ("seg", "addr", "data", "rep", "lock")  # GNU as prefix emission order
 
 
 def _spec_size(letter: str, opsize: int) -> int:
-    if letter == "v":
-        return opsize // 8
-    if letter == "p":
-        return opsize // 8 + 2
-    if letter == "a":
-        return opsize // 4
-    return _SIZES.get(letter, 0)
+    """Bytes of an operand spec's size letter (``vmi.cpu.isa.operand_bytes``); the
+    x87 images (``e``, ``f``) and letters the table does not size count as 0 here:
+    their operands are matched by the x87 table (``vmi.asm.x87``)."""
+    if letter in ("e", "f"):
+        return 0
+    try:
+        return isa.operand_bytes(letter, opsize)
+    except KeyError:
+        return 0
 
 
 @define

@@ -28,7 +28,6 @@ from vmi.cpu.operands import (
     Relative,
 )
 
-_SIZES = {"b": 1, "w": 2, "d": 4, "q": 8, "t": 10, "s": 6, "": 0}
 _GPR_NAMES32 = ("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI")
 _FIXED_GPR = {
     **{name: (i, 1) for i, name in enumerate(("AL", "CL", "DL", "BL", "AH", "CH", "DH", "BH"))},
@@ -84,21 +83,6 @@ class _Reader:
         value = self.unsigned(size)
         top = 1 << (size * 8 - 1)
         return value - (top << 1) if value & top else value
-
-
-def _size_of(letter: str, opsize: int) -> int:
-    """Bytes accessed by an operand of size ``letter`` (see the ``vmi.cpu.isa`` docstring)."""
-    if letter == "v":
-        return opsize // 8
-    if letter == "p":
-        return opsize // 8 + 2
-    if letter == "a":
-        return opsize // 4
-    if letter == "e":  # FLDENV/FNSTENV image (SDM Vol.1 §8.1.10)
-        return 14 if opsize == 16 else 28
-    if letter == "f":  # FSAVE/FRSTOR image (SDM Vol.1 §8.1.10)
-        return 94 if opsize == 16 else 108
-    return _SIZES[letter]
 
 
 class _ModRM:
@@ -315,7 +299,7 @@ def _operand(
     kind, letter = spec[0], spec[1:]
     if kind in "EM":
         assert modrm is not None
-        size = _size_of(letter, opsize)
+        size = isa.operand_bytes(letter, opsize)
         if modrm.mod == 3:
             return Register("gpr", modrm.rm, size)
         return _memory(reader, modrm, size, addrsize, override)
@@ -326,7 +310,7 @@ def _operand(
         return _memory(reader, modrm, 2, addrsize, override)
     if kind == "G":
         assert modrm is not None
-        return Register("gpr", modrm.reg, _size_of(letter, opsize))
+        return Register("gpr", modrm.reg, isa.operand_bytes(letter, opsize))
     if kind == "R":
         # MOV CRn/DRn/TRn: the r/m field names a register whatever ``mod`` says
         # (SDM Vol.2 MOV-Move to/from Control Registers: "mod bits are ignored").
@@ -339,12 +323,12 @@ def _operand(
         assert modrm is not None
         return Register({"C": "cr", "D": "dr", "T": "tr"}[kind], modrm.reg, 4)
     if kind == "I":
-        size = _size_of(letter, opsize)
+        size = isa.operand_bytes(letter, opsize)
         return Immediate(reader.unsigned(size), size)
     if kind == "J":
         # The target wraps at the operand size: a 66-prefixed branch in 32-bit code
         # clears the upper half of EIP (SDM Vol.2 JMP/Jcc/CALL "Operation").
-        size = _size_of(letter, opsize)
+        size = isa.operand_bytes(letter, opsize)
         disp = reader.signed(size)
         mask = (1 << opsize) - 1
         return Relative((address + reader.pos + disp) & mask, size)
@@ -352,13 +336,14 @@ def _operand(
         disp = reader.unsigned(addrsize // 8)  # moffs: the address size sets its width
         segment = DS if override is None else override
         return MemoryOperand(
-            _size_of(letter, opsize), segment, None, None, 1, disp, addrsize, override is not None
+            isa.operand_bytes(letter, opsize), segment, None, None, 1, disp, addrsize,
+            override is not None,
         )
     if kind == "A":
         offset = reader.unsigned(opsize // 8)
         return FarPointer(reader.unsigned(2), offset)
     if kind in "XY":
-        size = _size_of(letter, opsize)
+        size = isa.operand_bytes(letter, opsize)
         if kind == "X":
             segment = DS if override is None else override
             return MemoryOperand(size, segment, 6, None, 1, 0, addrsize, override is not None)

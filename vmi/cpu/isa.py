@@ -500,6 +500,26 @@ _FIXED = frozenset(
 _TRAILING = ("I", "sI", "J", "O", "A")
 
 
+#: Bytes of the fixed size letters (see the module docstring, ``OPERANDS``).
+_LETTER_BYTES = {"b": 1, "w": 2, "d": 4, "q": 8, "t": 10, "s": 6, "": 0}
+
+
+def operand_bytes(letter: str, opsize: int) -> int:
+    """Bytes accessed by an operand of size ``letter`` at operand size ``opsize``
+    (16 or 32); KeyError for a letter the table does not use."""
+    if letter == "v":
+        return opsize // 8
+    if letter == "p":
+        return opsize // 8 + 2
+    if letter == "a":
+        return opsize // 4
+    if letter == "e":  # FLDENV/FNSTENV image (SDM Vol.1 §8.1.10)
+        return 14 if opsize == 16 else 28
+    if letter == "f":  # FSAVE/FRSTOR image (SDM Vol.1 §8.1.10)
+        return 94 if opsize == 16 else 108
+    return _LETTER_BYTES[letter]
+
+
 def _uses_modrm(spec: str) -> bool:
     return spec[:1] in "EGRMSCDT" and spec not in _FIXED and not spec.startswith("ST")
 
