@@ -120,7 +120,7 @@ def symbol_table(system: System) -> dict[str, int]:
     for image in system.guest.programs:
         for name, value in image.symbols.items():
             table[f"{image.name}.{name}"] = value
-    table.update({k: v for k, v in build.vsyscall.symbols.items()})
+    table.update(build.vsyscall.symbols)
     if system.monitor is not None:
         from vmi.hypervisor import layout
 

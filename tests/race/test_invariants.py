@@ -20,12 +20,8 @@ def run_with(sc: Any, poke: Any, *, limit: int = 3000):
     for step in range(limit):
         if len(machine.cpus) > 1 and step in (0, 25, 600):
             machine.set_interleaving({0: [0], 25: [1], 600: [0, 1]}[step])
-        checker.step_index = step
         poke(sc, step)
-        cpu = machine.next_cpu()
-        eip = checker.before_step(cpu)
-        index, kind, _ = machine.step()
-        found = checker.after_step(machine.cpus[index], eip, kind)
+        _, found = checker.step(machine, step)
         if found:
             return found
     return checker.finish(sc.cpu)
@@ -61,11 +57,10 @@ def test_integrity_when_a_saved_register_is_changed():
         machine.step()
     checker = Checker(sc.view, single_cpu=True)
     found = None
-    for _ in range(2000):
+    for step in range(2000):
         if cpu.cpl != 3 and cpu.eip == sc.system.symbols["syscall_exit"]:
             machine.memory.write32(cpu.r[4] - PAGE_OFFSET, 0xBAD)  # pt_regs.EBX
-        eip = checker.before_step(cpu)
-        found = checker.after_step(cpu, eip, machine.step()[1])
+        _, found = checker.step(machine, step)
         if found:
             break
     assert found is not None and found.invariant == "integrity"
@@ -83,8 +78,7 @@ def test_exactly_once_when_a_raised_interrupt_vanishes():
             machine.pic.raise_vector(0, 0x21)
         if step == 3:  # dropped before delivery (interrupts are off on the path)
             machine.pic.pending[0] &= ~(1 << 0x21)
-        eip = checker.before_step(cpu)
-        assert checker.after_step(cpu, eip, machine.step()[1]) is None
+        assert checker.step(machine, step)[1] is None
     found = checker.finish(cpu)
     assert found is not None and found.invariant == "exactly-once"
     assert "handled 0" in found.detail

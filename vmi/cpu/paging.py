@@ -150,6 +150,15 @@ def peek(mem: Any, cr3: int, cr4: int, linear: int) -> int | None:
     return (pte & 0xFFFFF000) | (linear & 0xFFF)
 
 
+def peek_linear(cpu: Any, linear: int) -> int | None:
+    """``peek`` through ``cpu``'s own page tables: the physical address of ``linear``,
+    identity while paging is off, None when it is not mapped; nothing written."""
+    linear &= M32
+    if not cpu.cr[0] & CR0_PG:
+        return linear
+    return peek(cpu.mem, cpu.cr[3], cpu.cr[4], linear)
+
+
 def translate(cpu: Any, linear: int, write: bool = False, user: bool = False) -> int:
     """The physical address of one byte access at ``linear`` (paging assumed on)."""
     kind = (KIND_USER_READ if user else 0) | (KIND_SUPERVISOR_WRITE if write else 0)

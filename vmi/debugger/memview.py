@@ -16,13 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmi.cpu import paging
 from vmi.cpu.disasm import Line, disassemble
 
 M32 = 0xFFFFFFFF
-CR0_PG = 0x80000000
-CR4_PSE = 0x10
-PTE_P = 0x1
-PDE_PS = 0x80
 #: The longest i386 instruction (SDM Vol.2 §2.1): what one decode may need.
 MAX_INSTRUCTION = 15
 
@@ -40,19 +37,7 @@ def translate(cpu: Any, linear: int) -> int | None:
 
     Identity while paging is off (CR0.PG clear). Reads the tables only.
     """
-    linear &= M32
-    if not cpu.cr[0] & CR0_PG:
-        return linear
-    mem = cpu.mem
-    pde = mem.read32((cpu.cr[3] & 0xFFFFF000) | ((linear >> 20) & 0xFFC))
-    if not pde & PTE_P:
-        return None
-    if pde & PDE_PS and cpu.cr[4] & CR4_PSE:
-        return (pde & 0xFFC00000) | (linear & 0x3FFFFF)
-    pte = mem.read32((pde & 0xFFFFF000) | ((linear >> 10) & 0xFFC))
-    if not pte & PTE_P:
-        return None
-    return (pte & 0xFFFFF000) | (linear & 0xFFF)
+    return paging.peek_linear(cpu, linear)
 
 
 def _pieces(cpu: Any, linear: int, length: int) -> list[tuple[int, int, int]]:

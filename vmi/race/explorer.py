@@ -167,9 +167,8 @@ class Scenario:
             return self._run_interleaving(schedule, budget)
         machine = self.system.machine
         cpu = self.cpu
-        checker = Checker(self.view, single_cpu=len(machine.cpus) == 1)
+        checker = Checker(self.view, single_cpu=True)
         vector = self.config.vector
-        targets = list(schedule)
         first = schedule[0] if schedule else None
         pending_index = 0
         injections: list[Injection] = []
@@ -177,8 +176,7 @@ class Scenario:
         step = 0
         violation = None
         while step < budget:
-            checker.step_index = step
-            if pending_index < len(targets):
+            if pending_index < len(schedule):
                 if pending_index == 0:
                     due = step == first
                 else:
@@ -194,20 +192,18 @@ class Scenario:
                     machine.pic.raise_vector(cpu.index, vector)
                     pending_index += 1
                     last_raise = step
-            eip = checker.before_step(cpu)
-            index, kind, _ = machine.step()
-            violation = checker.after_step(machine.cpus[index], eip, kind)
+            _, violation = checker.step(machine, step)
             step += 1
             if violation is not None:
                 break
-            if (pending_index == len(targets) and cpu.cpl == 3 and step > last_raise + 1
+            if (pending_index == len(schedule) and cpu.cpl == 3 and step > last_raise + 1
                     and checker.outstanding() == 0 and not self.view.pending(cpu)):
                 break
         else:
-            if pending_index == len(targets):
+            if pending_index == len(schedule):
                 violation = checker.finish(cpu)
         return Outcome(tuple(schedule), violation, tuple(injections), step,
-                       pending_index == len(targets), machine.steps)
+                       pending_index == len(schedule), machine.steps)
 
     def _run_interleaving(self, schedule: Sequence[int], budget: int) -> Outcome:
         """With several CPUs a schedule is where CPU 0 pauses on its path: CPU 0 runs
@@ -227,17 +223,13 @@ class Scenario:
         step = 0
         violation = None
         while step < budget:
-            checker.step_index = step
             if burst == 0 and pauses and own == pauses[0]:
                 pauses.pop(0)
                 burst = INTERLEAVE_BURST
                 machine.set_interleaving(others)
             elif burst == 0 and not pauses and machine.interleaving != everyone:
                 machine.set_interleaving(everyone)
-            turn = machine.next_cpu()
-            eip = checker.before_step(turn)
-            index, kind, _ = machine.step()
-            violation = checker.after_step(machine.cpus[index], eip, kind)
+            index, violation = checker.step(machine, step)
             step += 1
             if violation is not None:
                 break
@@ -326,6 +318,7 @@ def _trace_path(scenario: Scenario) -> list[Boundary]:
     """Step the uninterrupted path from its start and name each boundary."""
     from vmi.cpu import decode
     from vmi.cpu.errors import DecodeError
+    from vmi.debugger import memview
 
     machine = scenario.system.machine
     cpu = scenario.cpu
@@ -336,12 +329,9 @@ def _trace_path(scenario: Scenario) -> list[Boundary]:
     out: list[Boundary] = []
     for index in range(BRANCH_BUDGET):
         eip = cpu.eip
+        data = memview.read_prefix(cpu, memview.code_linear(cpu), memview.MAX_INSTRUCTION)
         try:
-            from vmi.hypervisor.shadow import walk
-
-            physical = walk(cpu.mem, cpu.cr[3], cpu.cr[4], (cpu.seg_base[1] + eip) & 0xFFFFFFFF)
-            text = str(decode(cpu.mem.read_bytes(physical, 15), eip)) if physical is not None \
-                else "?"
+            text = str(decode(data, eip, bits=cpu.code_bits)) if data else "?"
         except DecodeError:
             text = "(bad)"
         window = None

@@ -41,6 +41,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
+from vmi.cpu.paging import peek_linear
 from vmi.race.kernel import KernelView
 
 INVARIANTS = ("lost-work", "nesting", "exactly-once", "integrity", "mutual-exclusion",
@@ -112,6 +113,14 @@ class Checker:
         return sum(n - self.handled.get(v, 0) for v, n in self.raised.items())
 
     # -- per step ---------------------------------------------------------------------------
+    def step(self, machine: Any, index: int) -> tuple[int, Violation | None]:
+        """Run the machine's next step (number ``index`` of this run) and check it:
+        returns the CPU that stepped and the first violation, if any."""
+        self.step_index = index
+        eip = self.before_step(machine.next_cpu())
+        cpu, kind, _ = machine.step()
+        return cpu, self.after_step(machine.cpus[cpu], eip, kind)
+
     def before_step(self, cpu: Any) -> int:
         """Note what the step about to run on ``cpu`` starts from; returns its EIP."""
         if cpu.cpl == 3:
@@ -228,12 +237,12 @@ class Checker:
         self._entries[view.thread_info(cpu.index)] = _UserEntry(kind, regs, eip, flags, stack)
 
     def _stack_words(self, cpu: Any, ss_base: int, esp: int, bits: int) -> tuple[int, ...] | None:
-        from vmi.hypervisor.shadow import walk
-
+        """The words at the top of a user stack, read without side effects (None
+        where one is unmapped or misaligned)."""
         words = []
         for i in range(STACK_WORDS):
             offset = (esp + 4 * i) & (M32 if bits == 32 else 0xFFFF)
-            physical = walk(cpu.mem, cpu.cr[3], cpu.cr[4], (ss_base + offset) & M32)
+            physical = peek_linear(cpu, (ss_base + offset) & M32)
             if physical is None or physical & 3:
                 return None
             words.append(cpu.mem.read32(physical))
@@ -242,8 +251,8 @@ class Checker:
     def _return_to_user(self, cpu: Any) -> Violation | None:
         view = self.view
         index = cpu.index
-        if self.single_cpu and view.work_flags(index) and not view.pending(cpu):
-            flags = view.work_flags(index)
+        flags = view.work_flags(index) if self.single_cpu else 0
+        if flags and not view.pending(cpu):
             names = "+".join(n for bit, n in ((8, "need_resched"), (4, "sigpending"))
                              if flags & bit)
             return self._violation("lost-work", cpu, (

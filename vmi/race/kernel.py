@@ -22,6 +22,7 @@ flags, the effective (virtual under the monitor) IF, pending interrupts.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from attrs import frozen
@@ -121,8 +122,6 @@ class KernelView:
     # -- naming ---------------------------------------------------------------------------
     def name(self, address: int) -> str:
         """``symbol+0xoff`` for an address (the nearest symbol at or below it)."""
-        import bisect
-
         i = bisect.bisect_right(self._sorted, (address, "\uffff")) - 1
         if i < 0:
             return f"{address:#010x}"
@@ -208,7 +207,7 @@ class KernelView:
     def window_at(self, eip: int) -> str | None:
         """``"iret"`` or ``"sysexit"`` when ``eip`` is in one of the kernel's inline
         windows (the ROM's are the monitor's to name)."""
-        if any(start <= eip < end for start, end in self.iret_windows):
+        if self.in_iret_window(eip):
             return "iret"
         if any(start <= eip < end for start, end in self.sysexit_windows):
             return "sysexit"
