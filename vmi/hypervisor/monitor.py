@@ -475,16 +475,9 @@ class VMIMonitor:
         the virtual IF from the frame's EFLAGS image. A fault of the return is
         reported at the call site with the stack as it was there, like a native
         ``iret`` fault (the kernel's exception table applies)."""
-        sp = cpu.r[4]
-        eax = int(cpu.rd32(SS_REG, sp))
-        ret = int(cpu.rd32(SS_REG, (sp + 4) & M32))
-        frame = (sp + 8) & M32
+        frame = self._back_to_iret_site(cpu, vcpu)  # where a fault is reported
         user_esp = int(cpu.rd32(SS_REG, (frame + 12) & M32))
         image = int(cpu.rd32(SS_REG, (frame + 8) & M32))
-        cpu.r[0] = eax
-        cpu.r[4] = frame
-        cpu.eip = (ret - 5) & M32  # as at the site: where a fault is reported
-        vcpu.vif = 0
         try:
             protected.iret(cpu, 32)
         except CPUException as fault:
@@ -501,29 +494,31 @@ class VMIMonitor:
         for IRETs on 16-bit stacks; a ring-1 guest's VMI calls need a flat SS): undo
         the ROM's work so the state is the site's, report, and raise #GP naming the
         16-bit stack segment at the site, where the kernel's exception table sends it
-        to its iret fault path."""
+        to its iret fault path. (One that lands on a 16-bit stack from a flat one gets
+        ``_espfix_iret``.)"""
+        self._back_to_iret_site(cpu, vcpu)
+        selector = cpu.sreg[SS_REG]
+        self.stats.iret16_refused += 1
+        self.report(f"cpu{cpu.index}: IRET at {cpu.eip:#010x} running on the 16-bit stack "
+                    f"segment {selector:#06x} refused (not supported under VMI, as the seed "
+                    f"says); #GP({selector & 0xFFFC:#x}) raised in the guest")
+        self._inject(cpu, vcpu, GP, selector & 0xFFFC)
+
+    @staticmethod
+    def _back_to_iret_site(cpu: Any, vcpu: VirtualCPU) -> int:
+        """Undo what the ROM's IRET did before its ``hc_iret16`` hypercall (it pushed
+        EAX; the call pushed the return address): EAX restored, ESP on the IRET frame,
+        EIP at the site (return address - 5), the virtual IF off as the kernel had it
+        (entry.S calls IRET with interrupts off). Returns the frame's address."""
         mask = M32 if cpu.stack_bits == 32 else 0xFFFF
         sp = cpu.r[4] & mask
-        eax = int(cpu.rd32(SS_REG, sp))
+        cpu.r[0] = int(cpu.rd32(SS_REG, sp))
         ret = int(cpu.rd32(SS_REG, (sp + 4) & mask))
         frame = (sp + 8) & mask
-        current_ss = cpu.sreg[SS_REG]
-        if cpu.stack_bits == 16:
-            selector = current_ss
-        else:
-            selector = int(cpu.rd32(SS_REG, (frame + 16) & mask)) & 0xFFFF
-        site = (ret - 5) & M32
-        cpu.r[0] = eax
         cpu.r[4] = (cpu.r[4] & ~mask & M32) | frame
-        cpu.eip = site
-        vcpu.vif = 0  # the kernel calls IRET with interrupts off (entry.S restore_all)
-        self.stats.iret16_refused += 1
-        where = ("running on the 16-bit stack segment" if cpu.stack_bits == 16 else
-                 "to the 16-bit stack segment")
-        self.report(f"cpu{cpu.index}: IRET at {site:#010x} {where} {selector:#06x} refused "
-                    f"(not supported under VMI, as the seed says); "
-                    f"#GP({selector & 0xFFFC:#x}) raised in the guest")
-        self._inject(cpu, vcpu, GP, selector & 0xFFFC)
+        cpu.eip = (ret - 5) & M32
+        vcpu.vif = 0
+        return frame
 
     def _unimplemented_call(self, cpu: Any, vcpu: VirtualCPU) -> None:
         linear = (cpu.seg_base[CS] + cpu.eip) & M32
