@@ -275,3 +275,49 @@ def test_restore_copies_back_only_written_pages_and_stays_exact():
     machine.restore(second)
     assert np.array_equal(machine.memory.array, second["memory"])
     assert machine.memory.read8(0x5000 + 4999) == 0xAA
+
+
+@pytest.mark.parametrize("sets_if", ["sti", "popf"])
+def test_a_batch_with_if_clear_ends_where_an_instruction_sets_it(sets_if):
+    """An interrupt pending while IF is clear is taken at the first boundary after
+    the instruction that sets IF (one later for STI's shadow), batched or stepped.
+    (IRET setting IF is covered by the bundled workload below.)"""
+    # cli; mov $3,%ecx; spin: dec %ecx; jne spin; the IF-setting tail; nop; nop; jmp .
+    tails = {"sti": "fb",
+             "popf": "9c5881c80002000050" "9d"}  # pushf; pop; or $0x200,%eax; push; popf
+    code = bytes.fromhex("fa" "b903000000" "49" "75fd" + tails[sets_if] + "9090" "ebfe")
+    runs = []
+    for batched in (True, False):
+        machine = flat_machine()
+        machine.memory.load(0x1000, code)
+        machine.cpus[0].eflags = 0x2  # IF clear from the start
+        machine.cpus[0].regs.esp = 0x8000
+        machine.pic.raise_vector(0, 0x40)
+        if batched:
+            machine.run(30)
+        else:
+            for _ in range(30):
+                machine.step()
+        runs.append((machine.platform.interrupts, machine.cpus[0].state(), machine.steps))
+    assert runs[0] == runs[1]
+    (delivered,) = runs[0][0]
+    tail_end = 0x1000 + 9 + len(bytes.fromhex(tails[sets_if]))
+    assert delivered[2] == (tail_end + 1 if sets_if == "sti" else tail_end)
+
+
+@pytest.mark.parametrize("mode", ["native", "vmi"])
+def test_the_bundled_workload_batched_is_exactly_the_workload_stepped(mode):
+    """Machine.run's batches (through interrupt shadows, and with IF clear while an
+    interrupt waits) leave every register, every byte and every count exactly as
+    stepping each boundary does, over the whole bundled workload."""
+    from vmi.system import boot_system
+
+    batched, stepped = boot_system(mode), boot_system(mode)
+    batched.machine.run(10_000_000)
+    assert batched.guest.completed and not batched.guest.check_failures()
+    for _ in range(batched.machine.steps):
+        stepped.machine.step()
+    assert [c.state() for c in stepped.machine.cpus] == [c.state() for c in batched.machine.cpus]
+    assert (stepped.machine.memory.array == batched.machine.memory.array).all()
+    assert stepped.machine.pic.state() == batched.machine.pic.state()
+    assert stepped.guest.completed

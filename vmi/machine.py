@@ -285,16 +285,23 @@ class Machine:
         """How many boundaries CPU ``cpu`` may pass as one batch, and the cycle of its
         next event: the batch stops at the first boundary whose cycle count has
         reached it (where ``step()`` would raise the event)."""
-        if cpu.halted or cpu.shadow or cpu.flags & 0x100 or self.pic.pending[cpu.index]:
+        if cpu.halted or cpu.flags & 0x100:
             return 0, None
+        if self.pic.pending[cpu.index] and cpu.flags & 0x200:
+            return 0, None  # taken at this boundary, or held by its interrupt shadow
+        # Pending with IF clear: nothing is taken until an instruction sets IF, and
+        # each that can (sti, popf, iret) ends the batch when it does. A shadow with
+        # nothing pending holds nothing back: the batch clears it (_run_quietly).
         wake = self._next_event_cycle(cpu)
         if wake is not None and wake <= cpu.cycles:
             return 0, None
         return limit, wake
 
     def _run_quietly(self, cpu: CPU, count: int, wake: int | None) -> int:
+        cpu.shadow = False  # the next instruction retires as step() would run it
         try:
             ran = cpu.run(count, stop_on_event_change=True, cycle_limit=wake)
+            ran += cpu.faulted  # a fault's delivery is a boundary, as in step()
         except CPUException as exc:
             raise MachineStopped(f"cpu{cpu.index}: {exc} at eip={cpu.eip:#x} "
                                  "(no platform delivers exceptions)") from None

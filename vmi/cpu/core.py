@@ -63,7 +63,7 @@ class CPU:
         "r", "eip", "flags", "lf", "sreg", "seg_base", "seg_limit", "cr", "cpl",
         "code_bits", "stack_bits", "mem", "icache", "cycles", "instructions", "halted", "msr",
         "platform", "io", "seg_attr", "shadow", "gdtr", "idtr", "ldtr", "tr", "dr", "tlb",
-        "batch_ended", "icaches", "accessor_cache", "rep_start", "rep_room", "rep_limit",
+        "batch_ended", "faulted", "icaches", "accessor_cache", "rep_start", "rep_room", "rep_limit",
         "rep_extra",
         "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
         "__weakref__",
@@ -105,7 +105,8 @@ class CPU:
         # blocks delivery at the next boundary only (SDM Vol.3A §6.8.1, §6.8.3).
         # The machine clears it when the following instruction retires.
         self.shadow = False
-        self.batch_ended = False  # the last fast batch ended on hlt or StopBatch
+        self.batch_ended = False  # the last fast batch ended on hlt, StopBatch or an event
+        self.faulted = False  # the last run() delivered a fault (a boundary retiring nothing)
         # What a fast batch allows an instruction that does several iterations in
         # one call (a long rep stos, ops.string.bulk_stos): set at the start of
         # each ``_run_fast`` call (its cycles, boundaries and cycle limit); the extra
@@ -279,8 +280,10 @@ class CPU:
     def run(self, max_steps: int, *, stop_on_event_change: bool = False,
             cycle_limit: int | None = None) -> int:
         """Execute up to ``max_steps`` instructions; stop early on ``hlt`` (and,
-        when ``stop_on_event_change``, after a port write or an instruction that
-        makes an interrupt shadow: the machine's quiet batches end there; and
+        when ``stop_on_event_change``, after a port write, an instruction that
+        makes an interrupt shadow or one that sets IF, or an exception's delivery:
+        the machine's quiet batches end there, ``faulted`` telling whether that
+        delivery was of a fault, a boundary of its own that retired nothing; and
         after the instruction that brings ``cycles`` to ``cycle_limit`` or past it:
         the boundary where the machine's next event is due).
 
@@ -291,6 +294,7 @@ class CPU:
         instruction is followed by a single-step trap (#DB).
         """
         retired = 0
+        self.faulted = False
         limit = NO_LIMIT if cycle_limit is None else cycle_limit
         while retired < max_steps and not self.halted and self.cycles < limit:
             self.batch_ended = False
@@ -363,7 +367,11 @@ class CPU:
                 self.cycles += cycles
             else:
                 self.eip = eip
+                self.faulted = True  # a boundary that retired nothing: its delivery
             self.instructions += retired
+            # the delivery may change what the machine checks at a boundary (IF, a
+            # monitor's emulation): a quiet batch ends here
+            self.batch_ended = True
             if self.platform is None:
                 raise
             self.platform.deliver_exception(self, exc)

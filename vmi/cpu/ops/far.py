@@ -291,7 +291,8 @@ def lret(insn: Instruction, cpu: Any) -> Template | Execute:
 @semantics("iret", "iretd")
 def iret(insn: Instruction, cpu: Any) -> Template | Execute:
     """``iret`` (16-bit frame) and ``iretd`` (32-bit frame)."""
-    # an IRET that sets TF leaves a fast batch (see popf and CPU.run)
-    return build("IRET(cpu, SIZE)\nif cpu.flags & 0x100:\n    raise StopBatch()",
+    # an IRET that sets TF or IF leaves a fast batch (see popf and CPU.run)
+    return build("f = cpu.flags\nIRET(cpu, SIZE)\n"
+                 "if cpu.flags & 0x100 or cpu.flags & ~f & 0x200:\n    raise StopBatch()",
                  IRET=interrupt_return, SIZE=insn.opsize // 8)
 

@@ -160,8 +160,9 @@ def popf(insn, cpu):
         f"cpu.flags = (f & ~m) | (v & m & {~fl.ARITH & 0xFFFFFFFF:#x}) | 2",
         f"cpu.lf = (EXPLICIT, 32, v & {fl.ARITH:#x}, 0, 0)",
         # setting TF must leave a fast batch: single-stepping starts after the
-        # next instruction (SDM Vol.3A §17.3.1.4), which CPU.run handles
-        "if cpu.flags & 0x100:",
+        # next instruction (SDM Vol.3A §17.3.1.4), which CPU.run handles; so must
+        # setting IF: an interrupt pending meanwhile is now taken (Machine.run)
+        "if cpu.flags & 0x100 or cpu.flags & ~f & 0x200:",
         "    raise StopBatch()",
     ])
     return build(body)
