@@ -23,3 +23,7 @@ __all__ = [
     "TruncatedInstruction", "Memory", "Constant", "FarPointer", "Immediate", "Instruction",
     "MemoryOperand", "Register", "Relative",
 ]
+
+# The semantics (vmi.cpu.ops imports core, so core cannot import it at its top)
+# load with the package rather than at a processor's first instruction.
+from vmi.cpu import ops as _ops  # noqa: E402,F401

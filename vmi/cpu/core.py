@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from vmi.cpu import codecache, paging
 from vmi.cpu import flags as fl
-from vmi.cpu import paging
+from vmi.cpu.codegen import rebuild
 from vmi.cpu.decoder import decode
 from vmi.cpu.errors import CPUException, DecodeError, StopBatch, TruncatedInstruction
 from vmi.cpu.memory import Memory
@@ -232,14 +233,41 @@ class CPU:
             raise
 
     def _compile_at(self, eip: int) -> tuple[Callable[[CPU], None], int, int]:
-        from vmi.cpu.ops import compile_instruction, raise_invalid
-
         linear = (self.seg_base[1] + eip) & M32
         data, pending = paging.fetch_code(self, linear)
         key = (data, eip, self.code_bits, self.stack_bits)
-        shared = COMPILED.get(key)
-        if shared is not None:
-            entry, length = shared
+        shared = COMPILED.get(key) or self._translate(key, pending)
+        entry, length = shared
+        cache = self.icache
+        self._mark_code_page(linear, cache)
+        last = (linear + length - 1) & M32
+        if last >> 12 != linear >> 12:  # the instruction crosses a page
+            self._mark_code_page(last, cache)
+        cache[eip] = entry
+        return entry
+
+    def _mark_code_page(self, linear: int, cache: dict[Any, Any]) -> None:
+        """Note the page of ``linear`` as holding code decoded into ``cache`` (writes
+        to it forget the code; a restore checks its mapping)."""
+        physical = paging.linear_to_physical(self, linear)
+        self.mem.mark_code(physical, 1)
+        cache.setdefault(PAGES, {})[linear >> 12] = physical >> 12
+
+    def _translate(self, key: tuple[bytes, int, int, int], pending: CPUException | None,
+                   ) -> tuple[tuple[Callable[[CPU], None], int, int], int]:
+        """The compiled entry and length of the instruction at ``key`` (bytes, EIP,
+        code and stack size): rebuilt from the persistent translation cache when it
+        holds a recipe, else decoded and compiled (and the recipe kept). An
+        undecodable instruction gets an entry raising #UD, not shared (rewriting
+        the bytes retries)."""
+        from vmi.cpu.ops import compile_instruction, raise_invalid
+
+        data, eip = key[0], key[1]
+        recipe = codecache.CACHE.recipe(key)
+        if recipe is not None:
+            source, constants, next_eip, cycles, length, mnemonic = recipe
+            execute = rebuild(source, constants)
+            execute.mnemonic = mnemonic  # type: ignore[attr-defined]
         else:
             try:
                 try:
@@ -249,25 +277,18 @@ class CPU:
                         raise pending from None
                     raise
             except DecodeError as error:
-                # cached too, so the page is marked: rewriting the bytes retries
-                entry = (raise_invalid(str(error)), eip, 1)
-                length = 1
-            else:
-                execute, cycles = compile_instruction(insn, self)
-                entry = (execute, insn.next_address & self._ip_mask(), cycles)
-                length = insn.length
-                if len(COMPILED) >= COMPILED_LIMIT:
-                    COMPILED.clear()
-                COMPILED[key] = (entry, length)
-        mem = self.mem
-        cache = self.icache
-        pages = cache.setdefault(PAGES, {})
-        for address in {linear, (linear + length - 1) & M32}:  # may cross a page
-            physical = self.linear_to_physical(address)
-            mem.mark_code(physical, 1)
-            pages[address >> 12] = physical >> 12
-        cache[eip] = entry
-        return entry
+                return (raise_invalid(str(error)), eip, 1), 1
+            execute, cycles = compile_instruction(insn, self)
+            next_eip, length = insn.next_address & self._ip_mask(), insn.length
+            source = getattr(execute, "source", None)
+            if source is not None:
+                codecache.CACHE.remember(key, source, execute.constants,  # type: ignore[attr-defined]
+                                         next_eip, cycles, length, insn.mnemonic)
+        shared = ((execute, next_eip, cycles), length)
+        if len(COMPILED) >= COMPILED_LIMIT:
+            COMPILED.clear()
+        COMPILED[key] = shared
+        return shared
 
     def _ip_mask(self) -> int:
         return M32 if self.code_bits == 32 else 0xFFFF
@@ -318,12 +339,12 @@ class CPU:
         while retired < max_steps and not self.halted and self.flags & fl.TF:
             before = self.instructions
             entry = self.icache.get(self.eip) or self._compile_at(self.eip)
-            insn = getattr(entry[0], "insn", None)
+            mnemonic = getattr(entry[0], "mnemonic", None)
             done = self._run_fast(1)
             retired += done
             if done == 0 or self.instructions == before:
                 break  # a fault was delivered: its handler runs next
-            if insn is not None and insn.mnemonic in ("int", "int3", "into"):
+            if mnemonic in ("int", "int3", "into"):
                 continue
             self.dr[6] |= 0x4000  # BS: the trap came from single-stepping
             trap = CPUException(1, None, "single-step trap (EFLAGS.TF)")
@@ -350,8 +371,9 @@ class CPU:
                     entry = self._compile_at(eip)
                 execute, self.eip, cycles = entry
                 execute(self)
-                self.cycles += cycles
-                if self.cycles >= limit:
+                now = self.cycles + cycles
+                self.cycles = now
+                if now >= limit:
                     retired += 1
                     break
             else:

@@ -98,6 +98,11 @@ def idt_error(vector: int, ext: int = 0) -> int:
     return (vector << 3) | 2 | (ext & 1)
 
 
+#: The kind of an IDT entry by descriptor type (SDM Vol.3A Table 3-2: 16- and
+#: 32-bit interrupt and trap gates, the task gate); every other type is invalid.
+GATE_KINDS = {6: "interrupt", 14: "interrupt", 7: "trap", 15: "trap", 5: "task"}
+
+
 # -- decoded descriptors -----------------------------------------------------------
 @frozen
 class SegmentDescriptor:
@@ -211,16 +216,13 @@ class Gate:
     @property
     def kind(self) -> str:
         """"interrupt", "trap", "task" or "invalid" (Table 3-2 types 6/14, 7/15, 5)."""
-        return {6: "interrupt", 14: "interrupt", 7: "trap", 15: "trap",
-                5: "task"}.get(self.type, "invalid")
+        return GATE_KINDS.get(self.type, "invalid")
 
 
 # -- reading the tables --------------------------------------------------------------
 def read_linear32(cpu: Any, linear: int) -> int:
     """A supervisor-mode 32-bit read at a linear address (through paging when on)."""
-    from vmi.cpu.paging import read_linear
-
-    return read_linear(cpu, linear & M32, 4, user=False)
+    return paging.read_linear(cpu, linear & M32, 4, user=False)
 
 
 def table_of(cpu: Any, selector: int) -> tuple[int, int]:
@@ -246,8 +248,7 @@ def fetch_descriptor(cpu: Any, selector: int) -> SegmentDescriptor | None:
     if offset + 7 > limit:
         return None
     address = (base + offset) & M32
-    low = read_linear32(cpu, address)
-    high = read_linear32(cpu, address + 4)
+    low, high = paging.read_linear_pair(cpu, address)
     return SegmentDescriptor(selector & 0xFFFF, address, low, high)
 
 
@@ -255,18 +256,15 @@ def mark_accessed(cpu: Any, desc: SegmentDescriptor) -> None:
     """Set the accessed bit of a code or data descriptor in memory if clear: the
     processor does so when it loads the selector (SDM Vol.3A §3.4.5.1)."""
     if desc.s and not desc.type & TYPE_ACCESSED:
-        from vmi.cpu.paging import write_linear
-
-        write_linear(cpu, (desc.address + 5) & M32, 1, ((desc.high >> 8) & 0xFF) | 1,
+        paging.write_linear(cpu, (desc.address + 5) & M32, 1, ((desc.high >> 8) & 0xFF) | 1,
                      user=False)
 
 
 def set_busy(cpu: Any, desc: SegmentDescriptor) -> None:
     """Mark an available TSS descriptor busy (type bit 1) in memory: LTR does
     (SDM Vol.2 LTR; Vol.3A §7.2.2)."""
-    from vmi.cpu.paging import write_linear
-
-    write_linear(cpu, (desc.address + 5) & M32, 1, ((desc.high >> 8) & 0xFF) | 2, user=False)
+    paging.write_linear(cpu, (desc.address + 5) & M32, 1, ((desc.high >> 8) & 0xFF) | 2,
+                        user=False)
 
 
 def read_gate(cpu: Any, vector: int) -> Gate | None:
@@ -277,7 +275,7 @@ def read_gate(cpu: Any, vector: int) -> Gate | None:
     if offset + 7 > limit:
         return None
     address = (base + offset) & M32
-    return Gate(vector, read_linear32(cpu, address), read_linear32(cpu, address + 4))
+    return Gate(vector, *paging.read_linear_pair(cpu, address))
 
 
 def tss_stack(cpu: Any, dpl: int, ext: int) -> tuple[int, int]:
@@ -295,9 +293,8 @@ def tss_stack(cpu: Any, dpl: int, ext: int) -> tuple[int, int]:
         if offset + 7 > limit:
             raise CPUException(10, selector_error(selector, ext),
                                f"ss{dpl}/esp{dpl} beyond the TSS limit {limit:#x}")
-        esp = read_linear32(cpu, base + offset)
-        ss = read_linear32(cpu, base + offset + 4) & 0xFFFF
-        return ss, esp
+        esp, ss = paging.read_linear_pair(cpu, base + offset)
+        return ss & 0xFFFF, esp
     offset = dpl * 4 + 2
     if offset + 3 > limit:
         raise CPUException(10, selector_error(selector, ext),
@@ -327,3 +324,8 @@ def describe(desc: SegmentDescriptor) -> str:
         kind = f"system type {desc.type}"
     return (f"{desc.selector:#06x}: {kind} base={desc.base:#x} limit={desc.limit:#x} "
             f"dpl={desc.dpl} {'present' if desc.present else 'not present'}")
+
+
+# At the end: paging imports this module's constants, so whichever of the two is
+# imported first, the other finds what it needs (used only inside functions here).
+from vmi.cpu import paging  # noqa: E402

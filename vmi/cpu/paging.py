@@ -40,9 +40,11 @@ lambdas as the flat CPU's. Anything else goes through the checked variant.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
+from vmi.cpu.codegen import maker
 from vmi.cpu.descriptors import (
     ATTR_DB,
     ATTR_P,
@@ -228,10 +230,11 @@ def read_linear(cpu: Any, linear: int, size: int, *, user: bool = False) -> int:
     privilege, splitting an access that crosses a page (paging may be off)."""
     mem = cpu.mem
     linear &= M32
-    if not cpu.cr[0] & CR0_PG:
-        return _READ[size](mem, linear)
-    if (linear & 0xFFF) + size <= 0x1000:
-        return _READ[size](mem, translate(cpu, linear, False, user))
+    if (linear & 0xFFF) + size <= 0x1000 or not cpu.cr[0] & CR0_PG:
+        physical = translate(cpu, linear, False, user) if cpu.cr[0] & CR0_PG else linear
+        if size == 4:
+            return mem.read32(physical)
+        return mem.read16(physical) if size == 2 else mem.read8(physical)
     value = 0
     for i in range(size):
         value |= mem.read8(translate(cpu, (linear + i) & M32, False, user)) << (8 * i)
@@ -244,24 +247,30 @@ def write_linear(cpu: Any, linear: int, size: int, value: int, *, user: bool = F
     stored."""
     mem = cpu.mem
     linear &= M32
-    if not cpu.cr[0] & CR0_PG:
-        _WRITE[size](mem, linear, value)
-        return
-    if (linear & 0xFFF) + size <= 0x1000:
-        _WRITE[size](mem, translate(cpu, linear, True, user), value)
+    if (linear & 0xFFF) + size <= 0x1000 or not cpu.cr[0] & CR0_PG:
+        physical = translate(cpu, linear, True, user) if cpu.cr[0] & CR0_PG else linear
+        if size == 4:
+            mem.write32(physical, value)
+        elif size == 2:
+            mem.write16(physical, value)
+        else:
+            mem.write8(physical, value)
         return
     physical = [translate(cpu, (linear + i) & M32, True, user) for i in range(size)]
     for i, phys in enumerate(physical):
         mem.write8(phys, (value >> (8 * i)) & 0xFF)
 
 
-_READ: dict[int, Callable[[Any, int], int]] = {
-    1: lambda m, a: m.read8(a), 2: lambda m, a: m.read16(a), 4: lambda m, a: m.read32(a),
-}
-_WRITE: dict[int, Callable[[Any, int, int], None]] = {
-    1: lambda m, a, v: m.write8(a, v), 2: lambda m, a, v: m.write16(a, v),
-    4: lambda m, a, v: m.write32(a, v),
-}
+def read_linear_pair(cpu: Any, linear: int, *, user: bool = False) -> tuple[int, int]:
+    """The dwords at ``linear`` and ``linear + 4`` (a descriptor, a gate, a TSS
+    stack pointer): one translation when both lie in one page."""
+    linear &= M32
+    if linear & 0xFFF > 0xFF8:
+        return (read_linear(cpu, linear, 4, user=user),
+                read_linear(cpu, linear + 4, 4, user=user))
+    physical = translate(cpu, linear, False, user) if cpu.cr[0] & CR0_PG else linear
+    mem = cpu.mem
+    return mem.read32(physical), mem.read32(physical + 4)
 
 
 # -- segment checks --------------------------------------------------------------------
@@ -307,18 +316,8 @@ def segment_fault(seg: int) -> CPUException:
 
 
 # -- accessor generation -----------------------------------------------------------------
-_MAKERS: dict[str, Callable[..., Callable[..., Any]]] = {}
-
-
 def _maker(source: str) -> Callable[..., Callable[..., Any]]:
-    maker = _MAKERS.get(source)
-    if maker is None:
-        namespace: dict[str, Any] = {}
-        exec(compile(source, "<vmi.cpu.paging>", "exec"), namespace)  # noqa: S102
-        maker = namespace["make"]
-        maker.source = source  # type: ignore[attr-defined]
-        _MAKERS[source] = maker
-    return maker
+    return maker(source, "make", "<vmi.cpu.paging>", {})
 
 
 def _guard(segments: frozenset[int]) -> str:
@@ -333,9 +332,11 @@ def _guard(segments: frozenset[int]) -> str:
     return "seg in GUARD"
 
 
+@functools.cache
 def _accessor_source(write: bool, size: int, *, checked: bool, expand_down: bool,
                      paging: bool, kind: int, guard: str) -> str:
-    """Source of ``make(...)`` returning one accessor (see ``protected_accessors``)."""
+    """Source of ``make(...)`` returning one accessor (see ``protected_accessors``);
+    a pure function of its arguments, so each text is built once."""
     name = f"{'wr' if write else 'rd'}{size * 8}"
     args = "seg, off, v" if write else "seg, off"
     lines = []

@@ -594,8 +594,11 @@ def iret(cpu: Any, opsize: int) -> None:
 
 
 # -- delivery through the IDT (SDM Vol.3A §6.10-§6.13; Vol.2 INT n) ---------------------
-def _stack_ok(limit: int, attr: int, offsets: list[int], size: int) -> bool:
-    return all(paging.offset_allowed(limit, attr, off, size, True) for off in offsets)
+def stack_fits(limit: int, attr: int, offsets: list[int], size: int) -> bool:
+    """Whether a ``size``-byte write fits the stack segment at every offset (the
+    frame of an event delivery: here and in the VMI monitor's injection)."""
+    lowest, highest = paging.segment_bounds(limit, attr, size, True)
+    return all(lowest <= off <= highest for off in offsets)
 
 
 def current_stack(cpu: Any) -> tuple[int, int, int, int, int]:
@@ -704,7 +707,7 @@ def _deliver_once(cpu: Any, vector: int, error_code: int | None, software: bool,
         values = [v & 0xFFFF for v in values]
     mask = M32 if stack_bits == 32 else 0xFFFF
     offsets = [(start - unit * (i + 1)) & mask for i in range(len(values))]
-    if not _stack_ok(stack_limit, stack_attr, offsets, unit):
+    if not stack_fits(stack_limit, stack_attr, offsets, unit):
         raise CPUException(SS, stack_error, f"no room for the {unit * len(values)}-byte frame "
                            f"of vector {vector:#x} on the {'new' if inner else 'current'} stack")
     target = gate.offset
@@ -828,9 +831,9 @@ def _software_instruction(cpu: Any) -> tuple[int, str] | None:
     for length in range(1, 16):
         entry = icache.get((eip - length) & M32)
         if entry is not None and entry[1] == eip:
-            insn = getattr(entry[0], "insn", None)
-            if insn is not None and insn.mnemonic in _SOFTWARE_INTERRUPTS:
-                return (eip - length) & M32, insn.mnemonic
+            mnemonic = getattr(entry[0], "mnemonic", None)
+            if mnemonic in _SOFTWARE_INTERRUPTS:
+                return (eip - length) & M32, mnemonic
     return None
 
 

@@ -839,7 +839,7 @@ class VMIMonitor:
         values += protected.frame_tail(cpu, image, vector, software, error_code)
         mask = M32 if bits == 32 else 0xFFFF
         offsets = [(start - 4 * (i + 1)) & mask for i in range(len(values))]
-        if not all(paging.offset_allowed(limit, attr, off, 4, True) for off in offsets):
+        if not protected.stack_fits(limit, attr, offsets, 4):
             raise CPUException(SS, stack_error, f"no room for the {4 * len(values)}-byte "
                                f"frame of vector {vector:#x} on the guest kernel stack")
         handler_desc = fetch_descriptor(cpu, handler_cs)

@@ -68,6 +68,7 @@ def compile_instruction(insn: Instruction, cpu: Any) -> tuple[Execute, int]:
     made = factory(insn, cpu)
     execute = made.compile() if isinstance(made, Template) else made
     execute.insn = insn  # type: ignore[attr-defined]
+    execute.mnemonic = insn.mnemonic  # type: ignore[attr-defined]
     return execute, cycles
 
 

@@ -98,7 +98,7 @@ def _condition_source(code: int) -> str | None:
     if code in (2, 3):  # b / ae: CF
         return f"{cf_source()}" if code == 2 else f"not {cf_source()}"
     if code in (4, 5):  # e / ne: ZF
-        zf = "((lf[2] & 0x40) if lf[0] == EXPLICIT else not (lf[4] & MASKS[lf[1]]))"
+        zf = "((lf[2] & 0x40) if lf[0] == EXPLICIT else not (lf[4] & MASK[lf[1]]))"
         return zf if code == 4 else f"not {zf}"
     return None
 
@@ -115,4 +115,4 @@ def setcc(insn, cpu):
         body = "\n".join(["r = cpu.r", *d.setup, d.write("(1 if COND(cpu.lf) else 0)")])
         return build(body, d.params, COND=CONDITIONS[code])
     body = "\n".join(["r = cpu.r", "lf = cpu.lf", *d.setup, d.write(f"(1 if {test} else 0)")])
-    return build(body, d.params, MASKS={8: 0xFF, 16: 0xFFFF, 32: 0xFFFFFFFF})
+    return build(body, d.params)

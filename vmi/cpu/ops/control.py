@@ -13,12 +13,11 @@ model (a flat CS cannot fail them).
 from __future__ import annotations
 
 from vmi.cpu.access import operand_access
-from vmi.cpu.flags import CONDITION_CODES, CONDITIONS
+from vmi.cpu.flags import CONDITION_CODES, CONDITIONS, MASK
 from vmi.cpu.operands import Relative
 from vmi.cpu.ops import build, pop_source, push_source, semantics
 
 _JCC = ["j" + cc for cc in CONDITION_CODES]
-_MASKS = {8: 0xFF, 16: 0xFFFF, 32: 0xFFFFFFFF}
 _ZF = CONDITIONS[CONDITION_CODES["e"]]
 
 
@@ -28,7 +27,7 @@ def jcc(insn, cpu):
     (target,) = insn.operands
     code = CONDITION_CODES[insn.mnemonic[1:]]
     if code in (4, 5):
-        test = "not (lf[4] & MASKS[lf[1]])" if code == 4 else "lf[4] & MASKS[lf[1]]"
+        test = "not (lf[4] & MASK[lf[1]])" if code == 4 else "lf[4] & MASK[lf[1]]"
         etest = "lf[2] & 0x40" if code == 4 else "not lf[2] & 0x40"
         body = f"""
 lf = cpu.lf
@@ -38,7 +37,7 @@ if lf[0] == EXPLICIT:
 elif {test}:
     cpu.eip = T
 """
-        return build(body, T=target.target, MASKS=_MASKS)
+        return build(body, T=target.target)
     return build("if COND(cpu.lf):\n    cpu.eip = T", T=target.target, COND=CONDITIONS[code])
 
 
@@ -72,7 +71,7 @@ def call(insn, cpu):
         "r = cpu.r", *setup, f"dest = {target}",
         push_source("RET", size, cpu.stack_bits), "cpu.eip = dest",
     ])
-    return build(body, params, RET=insn.next_address & _MASKS[insn.opsize])
+    return build(body, params, RET=insn.next_address & MASK[insn.opsize])
 
 
 @semantics("ret")

@@ -10,10 +10,10 @@ touches a register, so a fault leaves the architectural state as it was
 from __future__ import annotations
 
 from vmi.cpu.access import effective_address, operand_access
+from vmi.cpu.flags import MASK
 from vmi.cpu.operands import Register
 from vmi.cpu.ops import build, raise_invalid, semantics
 
-_MASK = {8: 0xFF, 16: 0xFFFF, 32: 0xFFFFFFFF}
 _SEGMENT_PREFIXES = ("es", "cs", "ss", "ds", "fs", "gs")
 
 
@@ -64,7 +64,7 @@ def movzx_movsx(insn, cpu):
     value = f"({s.read})"
     if insn.mnemonic == "movsx":
         sign = 1 << (s.bits - 1)
-        value = f"(({value} ^ {sign:#x}) - {sign:#x}) & {_MASK[d.bits]:#x}"
+        value = f"(({value} ^ {sign:#x}) - {sign:#x}) & {MASK[d.bits]:#x}"
     body = "\n".join(["r = cpu.r", *s.setup, *d.setup, f"v = {value}", d.write("v")])
     return build(body, d.params, s.params)
 
@@ -122,7 +122,7 @@ def xadd(insn, cpu):
     dst, src = insn.operands
     d = operand_access(dst, "d")
     s = operand_access(src, "s")
-    store_sum = d.write(f"(full & {_MASK[d.bits]:#x})")
+    store_sum = d.write(f"(full & {MASK[d.bits]:#x})")
     store_old = s.write("a")
     writes = [store_sum, store_old] if d.is_memory else [store_old, store_sum]
     body = "\n".join([
@@ -186,7 +186,7 @@ def segment_of(insn, default: int = 3) -> int:
 def xlat(insn, cpu):
     """AL = [seg:eBX + zero-extended AL], seg DS unless overridden; the sum is
     taken at the address size (BX at 16 bits), SDM Vol.2 XLAT."""
-    mask = _MASK[insn.addrsize]
+    mask = MASK[insn.addrsize]
     body = f"""
 r = cpu.r
 v = cpu.rd8(SEG, (r[3] + (r[0] & 0xFF)) & {mask:#x})

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from vmi.cpu.errors import CPUException
+from vmi.cpu.flags import MASK
 from vmi.cpu.operands import MemoryOperand
 from vmi.cpu.ops import END_BATCH, build, instruction_cycles, semantics
 from vmi.cpu.ops.misc import IOPL_CHECK
 
-_MASK = {8: 0xFF, 16: 0xFFFF, 32: 0xFFFFFFFF}
 _ACC_STORE = {
     1: "r[0] = (r[0] & 0xFFFFFF00) | v",
     2: "r[0] = (r[0] & 0xFFFF0000) | v",
@@ -93,7 +93,7 @@ def string(insn, cpu):
     elif mnemonic == "ins":
         # The port is read, then the memory written (and a fault there would
         # re-read the port on restart, as on hardware).
-        ones = _MASK[bits]
+        ones = MASK[bits]
         lines += [f"t = {di}", "io = cpu.io",
                   f"v = {ones:#x} if io is None else io.read(r[2] & 0xFFFF, {size}) & {ones:#x}",
                   f"{wr}(0, t, v)", set_di("t + d")]
@@ -105,7 +105,7 @@ def string(insn, cpu):
         lines += ["c -= 1", "r[1] = (r[1] & 0xFFFF0000) | c" if addr16 else "r[1] = c"]
         if compares:
             # repe continues while ZF = 1 (equal), repne while ZF = 0.
-            zf_test = "not full & MASK" if rep == "rep" else "full & MASK"
+            zf_test = "not full & ONES" if rep == "rep" else "full & ONES"
             lines += [f"if c and {zf_test}:", "    cpu.eip = HERE"]
         else:
             lines += ["if c:", "    cpu.eip = HERE"]
@@ -113,7 +113,7 @@ def string(insn, cpu):
                 lines += _BULK_STOS.format(cycles=instruction_cycles(insn)).splitlines()
     if mnemonic == "outs":
         lines.append(END_BATCH)
-    return build("\n".join(lines), SEG=source_segment, HERE=insn.address, MASK=_MASK[bits],
+    return build("\n".join(lines), SEG=source_segment, HERE=insn.address, ONES=MASK[bits],
                  NEXT=insn.next_address, BULK=bulk_stos, SIZE=size, MIN=BULK_MIN)
 
 

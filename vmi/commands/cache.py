@@ -1,0 +1,57 @@
+"""``vmi cache``: where the persistent translation cache lives, what it holds, and
+``--clear`` to empty it (``vmi.cpu.codecache``; docs/cli.md, "vmi cache")."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from vmi.commands import UserError
+
+
+@click.command("cache")
+@click.option("--clear", "clear_files", is_flag=True,
+              help="Delete the translation files (they are rebuilt as code runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print what is there as one JSON object.")
+def command(clear_files: bool, as_json: bool) -> None:
+    """Show (or clear) the translation cache that keeps compiled instructions
+    across processes. Its directory is $VMI_CACHE_DIR, else $XDG_CACHE_HOME/vmi,
+    else ~/.cache/vmi; VMI_CACHE_DIR=off turns it off."""
+    from vmi.cpu import codecache
+
+    directory = codecache.cache_directory()
+    if directory is None:
+        report = {"directory": None, "enabled": False, "files": [], "removed": 0}
+    else:
+        try:
+            removed = codecache.clear(directory) if clear_files else 0
+            files = codecache.cache_files(directory) if directory.is_dir() else []
+        except OSError as error:
+            raise UserError(f"vmi cache: {directory}: {error.strerror or error}") from None
+        report = {"directory": str(directory), "enabled": True, "files": files,
+                  "removed": removed}
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for line in format_report(report, cleared=clear_files):
+        click.echo(line)
+
+
+def format_report(report: dict, *, cleared: bool) -> list[str]:
+    """The lines ``vmi cache`` prints for ``report``."""
+    if not report["enabled"]:
+        return ["translation cache: off (VMI_CACHE_DIR=off)"]
+    lines = [f"translation cache: {report['directory']}"]
+    if cleared:
+        lines.append(f"removed {report['removed']} file(s)")
+    if not report["files"]:
+        lines.append("no translation files yet (the first run of some code writes one)")
+    for info in report["files"]:
+        which = "this version" if info["current"] else "an older version (unused)"
+        if "unreadable" in info:
+            detail = f"unreadable ({info['unreadable']}), ignored"
+        else:
+            detail = f"{info['recipes']:,} instructions, {info['shapes']:,} shapes"
+        lines.append(f"  {info['path']}: {info['bytes']:,} bytes, {which}; {detail}")
+    return lines
