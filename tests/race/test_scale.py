@@ -53,6 +53,28 @@ def test_a_worker_with_another_scenario_is_refused():
         J.run_chunk([job])
 
 
+def test_a_worker_saves_what_it_compiled_for_the_next_fresh_worker(tmp_path, monkeypatch):
+    """A worker's chunk leaves the process's new translations in the cache file (a
+    fresh Dask worker then rebuilds them instead of compiling); run serially, the
+    saving is left to the end of the process."""
+    from vmi.cpu import codecache, codegen, core
+    from vmi.race.explorer import Config, prepare
+
+    monkeypatch.setattr(core, "COMPILED", {})
+    monkeypatch.setattr(codegen, "_MAKERS", {})
+    monkeypatch.setattr(codecache, "CACHE", codecache.TranslationCache(tmp_path))
+    sc = prepare(Config(mode="native", path="iret"))  # compiles the kernel's code
+    jobs = [J.Job(sc.config, sc.fingerprint, s) for s in schedules(sc, 1)[:8]]
+    monkeypatch.setitem(J._SCENARIOS, sc.config, sc)
+    serial = J.run_chunk(jobs)
+    assert not list(tmp_path.iterdir())
+    assert J.run_chunk_in_worker(jobs) == serial
+    (saved,) = tmp_path.glob("translations-*.marshal")
+    fresh = codecache.TranslationCache(tmp_path)
+    assert fresh.recipe(next(iter(codecache.CACHE.recipes))) is not None
+    assert len(fresh.recipes) == len(codecache.CACHE.recipes) > 500
+
+
 def race(*args: str) -> list[str]:
     return [sys.executable, "-m", "vmi", "race", *args]
 

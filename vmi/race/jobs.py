@@ -36,6 +36,7 @@ from typing import Any
 
 from attrs import frozen
 
+from vmi.cpu import codecache
 from vmi.race.explorer import Config, Outcome, Scenario, prepare
 
 JOURNAL_FORMAT = "vmi-race-journal"
@@ -91,6 +92,15 @@ def run_chunk(jobs: Sequence[Job]) -> list[tuple[str, dict[str, Any]]]:
     for job in jobs:
         scenario = scenario_for(job.config, job.fingerprint)
         results.append((job.config.path, scenario.run_branch(job.schedule).as_dict()))
+    return results
+
+
+def run_chunk_in_worker(jobs: Sequence[Job]) -> list[tuple[str, dict[str, Any]]]:
+    """``run_chunk`` in a worker process, which then saves what it compiled to the
+    translation cache (a Dask worker is killed, not exited, so it cannot wait for
+    its exit; saving with nothing new costs nothing) for the next fresh worker."""
+    results = run_chunk(jobs)
+    codecache.CACHE.save()
     return results
 
 
@@ -302,8 +312,10 @@ def run_jobs(jobs: Sequence[Job], executor: Executor, *, journal: Journal | None
     if progress is not None and results:
         progress(len(results))
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+    codecache.CACHE.save()  # fresh workers (Dask) find what preparing compiled
     try:
-        futures = [executor.submit(run_chunk, part) for part in chunks]
+        task = run_chunk if isinstance(executor, SerialExecutor) else run_chunk_in_worker
+        futures = [executor.submit(task, part) for part in chunks]
         for future in as_done(futures):
             finished = future.result()
             for path, outcome in finished:
