@@ -212,13 +212,18 @@ class TranslationCache:
             return
         refs = []
         for position, value in enumerate(constants):
-            if not _plain(value):
-                name = self._name_of(value)
-                if name is None:
-                    return
-                refs.append((position, *name))
-        plain = tuple(None if ref else value for value, ref in
-                      zip(constants, _positions(refs, len(constants)), strict=True))
+            if type(value) is int or _plain(value):
+                continue
+            name = self._name_of(value)
+            if name is None:
+                return
+            refs.append((position, *name))
+        plain = constants
+        if refs:
+            blanked = list(constants)
+            for position, _module, _name in refs:
+                blanked[position] = None
+            plain = tuple(blanked)
         stored = (source, plain, tuple(refs), next_eip, cycles, length, mnemonic)
         self.recipes[key] = stored
         self._new_recipes[key] = stored
@@ -268,14 +273,6 @@ class TranslationCache:
         self._new_shapes.clear()
         _drop_old_files(path.parent)
         return True
-
-
-def _positions(refs: list[tuple[int, str, str]], count: int) -> list[bool]:
-    """Which of ``count`` constants ``refs`` stands for."""
-    marked = [False] * count
-    for position, _module, _name in refs:
-        marked[position] = True
-    return marked
 
 
 def _drop_old_files(directory: Path) -> None:

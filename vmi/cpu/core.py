@@ -260,8 +260,6 @@ class CPU:
         holds a recipe, else decoded and compiled (and the recipe kept). An
         undecodable instruction gets an entry raising #UD, not shared (rewriting
         the bytes retries)."""
-        from vmi.cpu.ops import compile_instruction, raise_invalid
-
         data, eip = key[0], key[1]
         recipe = codecache.CACHE.recipe(key)
         if recipe is not None:
@@ -269,6 +267,8 @@ class CPU:
             execute = rebuild(source, constants)
             execute.mnemonic = mnemonic  # type: ignore[attr-defined]
         else:
+            from vmi.cpu.ops import compile_instruction, raise_invalid  # (imports core)
+
             try:
                 try:
                     insn = decode(data, eip, bits=self.code_bits)
