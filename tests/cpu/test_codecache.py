@@ -145,6 +145,13 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
     monkeypatch.delenv("VMI_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert codecache.cache_directory() == tmp_path / "xdg" / "vmi"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+
+    def homeless():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(codecache.Path, "home", staticmethod(homeless))
+    assert codecache.cache_directory() is None
 
 
 def test_a_full_file_keeps_the_working_set(fresh_cache, monkeypatch):
@@ -194,4 +201,9 @@ def test_vmi_run_twice_and_vmi_cache(tmp_path):
     assert not list(tmp_path.glob("translations-*"))
     off = subprocess.run([sys.executable, "-m", "vmi", "cache"], capture_output=True, text=True,
                          env=dict(os.environ, VMI_CACHE_DIR="off"), cwd=ROOT, timeout=60)
-    assert off.returncode == 0 and "off" in off.stdout
+    assert off.returncode == 0 and "off (VMI_CACHE_DIR=off)" in off.stdout
+    (tmp_path / "file").write_text("")
+    not_a_directory = _vmi(["cache"], tmp_path / "file")
+    assert not_a_directory.returncode == 1
+    assert not_a_directory.stderr.strip().endswith("file (the cache directory) is not a directory")
+    assert "Traceback" not in not_a_directory.stderr

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -24,6 +25,8 @@ def command(clear_files: bool, as_json: bool) -> None:
     if directory is None:
         report = {"directory": None, "enabled": False, "files": [], "removed": 0}
     else:
+        if directory.exists() and not directory.is_dir():
+            raise UserError(f"vmi cache: {directory} (the cache directory) is not a directory")
         try:
             removed = codecache.clear(directory) if clear_files else 0
             files = codecache.cache_files(directory) if directory.is_dir() else []
@@ -41,7 +44,8 @@ def command(clear_files: bool, as_json: bool) -> None:
 def format_report(report: dict, *, cleared: bool) -> list[str]:
     """The lines ``vmi cache`` prints for ``report``."""
     if not report["enabled"]:
-        return ["translation cache: off (VMI_CACHE_DIR=off)"]
+        why = "VMI_CACHE_DIR=off" if os.environ.get("VMI_CACHE_DIR") else "no home directory"
+        return [f"translation cache: off ({why})"]
     lines = [f"translation cache: {report['directory']}"]
     if cleared:
         lines.append(f"removed {report['removed']} file(s)")

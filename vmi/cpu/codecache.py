@@ -71,7 +71,12 @@ def cache_directory() -> Path | None:
         if configured.strip().lower() in OFF or not configured.strip():
             return None
         return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory to be found: no cache
+            return None
     return Path(base) / "vmi"
 
 
