@@ -91,6 +91,6 @@ def test_cli_examples_runs_a_search():
 
 def test_cli_bad_input_is_a_usage_error():
     for args in (["--mode", "naive", "--macros", "vmi"], ["--cpus", "2", "--path", "iret"],
-                 ["--depth", "3"]):
+                 ["--depth", "4"]):
         result = invoke(*args)
         assert result.exit_code == 2 and "Traceback" not in result.output, args

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from vmi.commands import UserError
+from vmi.race.explorer import MAX_DEPTH
 from vmi.system import MODES, POLICIES
 
 PATH_CHOICES = ("iret", "sysexit", "spinlock", "all")
@@ -32,9 +33,10 @@ PATH_CHOICES = ("iret", "sysexit", "spinlock", "all")
               default=None, help="The kernel's macro set (e.g. vmi-split under --mode vmi).")
 @click.option("--path", "path", type=click.Choice(PATH_CHOICES), default="all",
               show_default=True, help="The kernel path to sweep.")
-@click.option("--depth", type=click.IntRange(1, 2), default=1, show_default=True,
+@click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=1, show_default=True,
               help="Interrupts per schedule in the exhaustive sweep: 1 = at every "
-                   "boundary, 2 = every ordered pair.")
+                   "boundary, 2 = every ordered pair, 3 = every ordered triple "
+                   "(n**depth schedules for n boundaries).")
 @click.option("--examples", type=click.IntRange(min=1), default=None, metavar="N",
               help="Instead of the exhaustive sweep, a hypothesis search of N schedules "
                    "(up to --depth interrupts), shrunk to the smallest failing one.")

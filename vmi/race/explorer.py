@@ -18,6 +18,7 @@ violation, the counterexample format ``vmi debug --replay`` opens.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -349,23 +350,18 @@ def _trace_path(scenario: Scenario) -> list[Boundary]:
 
 
 # -- sweeps ----------------------------------------------------------------------------------
-def depth1(scenario: Scenario) -> list[tuple[int, ...]]:
-    """One interrupt at every boundary of the path."""
-    return [(k,) for k in range(len(scenario.boundaries))]
-
-
-def depth2(scenario: Scenario) -> list[tuple[int, ...]]:
-    """Every ordered pair of boundaries: at k1, then the next time k2 is reached."""
-    n = len(scenario.boundaries)
-    return [(a, b) for a in range(n) for b in range(n)]
+#: The deepest exhaustive sweep: n**depth schedules for a path of n boundaries
+#: (a 49-boundary path: 2,401 at depth 2, 117,649 at depth 3).
+MAX_DEPTH = 3
 
 
 def schedules(scenario: Scenario, depth: int) -> list[tuple[int, ...]]:
-    if depth == 1:
-        return depth1(scenario)
-    if depth == 2:
-        return depth2(scenario)
-    raise ValueError(f"depth {depth}: only 1 and 2 are swept exhaustively")
+    """Every schedule of ``depth`` interrupts, in order: depth 1 is one interrupt at
+    every boundary; depth 2 every ordered pair (at k1, then the next time k2 is
+    reached after it); depth 3 every ordered triple, and so on."""
+    if not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"depth {depth}: exhaustive sweeps go from 1 to {MAX_DEPTH}")
+    return list(itertools.product(range(len(scenario.boundaries)), repeat=depth))
 
 
 def sweep(scenario: Scenario, depth: int = 1,
