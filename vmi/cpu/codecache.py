@@ -129,13 +129,14 @@ class TranslationCache:
         self._used_shapes: set[str] = set()
         self._names: dict[int, tuple[str, str]] = {}
         self._indexed: set[str] = set()
-        #: What this process took from the file and added to it (for ``vmi run``'s
-        #: report and the tests).
+        #: Instructions and shapes this process took from the file (for the tests
+        #: and anyone measuring).
         self.hits = 0
         self.shape_hits = 0
 
     @property
     def enabled(self) -> bool:
+        """Whether there is a directory to read and write (``VMI_CACHE_DIR`` not off)."""
         return self.directory is not None
 
     @property
@@ -244,7 +245,7 @@ class TranslationCache:
                         if not _plain(obj) and not isinstance(obj, ModuleType):
                             self._names.setdefault(id(obj), (module_name, attr))
             found = self._names.get(id(value))
-        if found is None or getattr(sys.modules[found[0]], found[1], None) is not value:
+        if found is None or getattr(sys.modules.get(found[0]), found[1], None) is not value:
             return None
         return found
 
