@@ -247,8 +247,6 @@ def emulate_out(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> N
     size = src.size
     if cpu.io is not None:
         cpu.io.write(port, size, cpu.r[0] & ((1 << size * 8) - 1))
-    # a device may have been programmed: end the machine's quiet batch (vmi.machine)
-    cpu.batch_ended = True
 
 
 def read_guest_msr(cpu: Any, vcpu: VirtualCPU, number: int) -> int:

@@ -312,9 +312,10 @@ def run_jobs(jobs: Sequence[Job], executor: Executor, *, journal: Journal | None
     if progress is not None and results:
         progress(len(results))
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
-    codecache.CACHE.save()  # fresh workers (Dask) find what preparing compiled
+    task = run_chunk if isinstance(executor, SerialExecutor) else run_chunk_in_worker
+    if task is run_chunk_in_worker:
+        codecache.CACHE.save()  # fresh workers (Dask) find what preparing compiled
     try:
-        task = run_chunk if isinstance(executor, SerialExecutor) else run_chunk_in_worker
         futures = [executor.submit(task, part) for part in chunks]
         for future in as_done(futures):
             finished = future.result()

@@ -67,7 +67,6 @@ def compile_instruction(insn: Instruction, cpu: Any) -> tuple[Execute, int]:
         return raise_invalid(f"{insn.mnemonic} is not implemented"), cycles
     made = factory(insn, cpu)
     execute = made.compile() if isinstance(made, Template) else made
-    execute.insn = insn  # type: ignore[attr-defined]
     execute.mnemonic = insn.mnemonic  # type: ignore[attr-defined]
     return execute, cycles
 
