@@ -129,10 +129,9 @@ class TranslationCache:
         self._used_shapes: set[str] = set()
         self._names: dict[int, tuple[str, str]] = {}
         self._indexed: set[str] = set()
-        #: Instructions and shapes this process took from the file (for the tests
-        #: and anyone measuring).
+        #: Instructions this process rebuilt from the file (``_used_shapes``: the
+        #: shapes it took from there); for the tests and anyone measuring.
         self.hits = 0
-        self.shape_hits = 0
 
     @property
     def enabled(self) -> bool:
@@ -177,7 +176,6 @@ class TranslationCache:
         self._ensure_loaded()
         code = self.shapes.get(source)
         if code is not None:
-            self.shape_hits += 1
             self._used_shapes.add(source)
             return code
         code = compile(source, filename, "exec")
