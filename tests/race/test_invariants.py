@@ -6,17 +6,22 @@ from __future__ import annotations
 from typing import Any
 
 from tests.race.conftest import scenario
+from vmi.cpu.paging import peek_linear
 from vmi.race.invariants import Checker
 from vmi.race.kernel import PAGE_OFFSET, TI_FLAGS, TIF_SIGPENDING
 
 
 def run_with(sc: Any, poke: Any, *, limit: int = 3000):
-    """Run from the scenario's start, calling ``poke(sc, step)`` before each step;
+    """Run from the scenario's start (its lead-in first, so ``step`` counts the
+    path's boundaries), calling ``poke(sc, step)`` before each step;
     returns the first violation (or None). With two CPUs, CPU 0 runs alone first
     (it takes the lock), then CPU 1 alone (it finds the lock held and spins)."""
     sc.restore()
     machine = sc.system.machine
     checker = Checker(sc.view, single_cpu=len(machine.cpus) == 1)
+    for lead in range(-sc.lead_in, 0):  # from the user instruction to the path's start
+        _, found = checker.step(machine, lead)
+        assert found is None, found
     for step in range(limit):
         if len(machine.cpus) > 1 and step in (0, 25, 600):
             machine.set_interleaving({0: [0], 25: [1], 600: [0, 1]}[step])
@@ -72,6 +77,8 @@ def test_exactly_once_when_a_raised_interrupt_vanishes():
     sc.restore()
     machine, cpu = sc.system.machine, sc.cpu
     checker = Checker(sc.view, single_cpu=True)
+    for lead in range(-sc.lead_in, 0):
+        assert checker.step(machine, lead)[1] is None
     for step in range(400):
         if step == 2:
             checker.raise_interrupt(cpu, 0x21)
@@ -119,3 +126,143 @@ def test_spin_irq_when_the_saved_flags_disagree_with_the_spinning_if():
                 cpu.r[wait.flags] ^= 0x200  # the saved IF flips under the spinner
     found = run_with(sc, poke, limit=6000)
     assert found is not None and found.invariant == "spin-irq"
+
+
+# -- liveness, nesting from the stack, completion, transparency ------------------------------
+PT_EFLAGS = 0x30  # pt_regs: the EFLAGS image the return restores
+
+
+def frame_word(sc: Any, offset: int) -> int:
+    """The physical address of a word of the user frame at the top of the kernel stack
+    (the path starts with ESP at its base)."""
+    return (sc.cpu.r[4] + offset - PAGE_OFFSET) & 0xFFFFFFFF
+
+
+def test_liveness_when_user_mode_resumes_with_interrupts_off():
+    sc = scenario(mode="native", path="iret")
+    memory = sc.system.machine.memory
+
+    def poke(sc: Any, step: int) -> None:
+        if step == 0:  # the frame's IF image cleared: the iret returns with IF 0
+            address = frame_word(sc, PT_EFLAGS)
+            memory.write32(address, memory.read32(address) & ~0x200)
+    found = run_with(sc, poke, limit=len(sc.boundaries) + 3)
+    assert found is not None and found.invariant == "liveness"
+    assert "with interrupts off" in found.detail
+
+
+def test_liveness_when_the_kernel_oopses():
+    sc = scenario(mode="native", path="iret")
+    memory = sc.system.machine.memory
+    oopses = sc.system.symbols["kernel_oopses"] - PAGE_OFFSET
+
+    def poke(sc: Any, step: int) -> None:
+        if step == 2:
+            memory.write32(oopses, memory.read32(oopses) + 1)
+    found = run_with(sc, poke, limit=len(sc.boundaries))
+    assert found is not None and found.invariant == "liveness"
+    assert "1 oops" in found.detail
+
+
+def test_liveness_when_the_branch_never_comes_back():
+    sc = scenario(mode="native", path="iret")
+    sc.restore()
+    checker = Checker(sc.view, single_cpu=True)
+    machine = sc.system.machine
+    cpu = sc.cpu
+    # a kernel that spins forever where the path starts: jmp . at syscall_exit
+    for lead in range(-sc.lead_in, 0):
+        checker.step(machine, lead)
+    machine.memory.write_bytes(cpu.eip - PAGE_OFFSET, b"\xeb\xfe")
+    for step in range(500):
+        assert checker.step(machine, step)[1] is None
+    found = checker.budget_exhausted(cpu, 500)
+    assert found.invariant == "liveness" and "within 500 steps" in found.detail
+
+
+def test_trap_and_emulate_runs_user_mode_with_the_virtual_if_off():
+    """The seed: pure trap-and-emulate cannot restore the virtual IF with a raw iret
+    at ring 1. Every branch of its IRET path breaks liveness."""
+    sc = scenario(mode="trap", policy="none", path="iret")
+    outcome = sc.run_branch(())
+    assert outcome.invariant == "liveness"
+    assert "interrupts off" in outcome.violation.detail
+
+
+def test_nesting_when_a_handler_is_entered_with_interrupts_on():
+    sc = scenario(mode="native", path="iret")
+    memory = sc.system.machine.memory
+    gate = sc.system.symbols["idt_table"] + 8 * 0x21 - PAGE_OFFSET
+
+    def poke(sc: Any, step: int) -> None:
+        if step == 0:  # interrupt gate (0xE) -> trap gate (0xF), then ^C
+            memory.write32(gate + 4, memory.read32(gate + 4) | 0x100)
+            sc.system.machine.pic.raise_vector(0, 0x21)
+    found = run_with(sc, poke, limit=400)
+    assert found is not None and found.invariant == "nesting"
+    assert "entered with interrupts on" in found.detail
+
+
+def test_nesting_is_found_from_the_stack_not_from_a_window_table():
+    """Blank the explorer's own window table: the naive kernel still nests at its
+    inline pop and iret, found from the half-popped frame on the stack."""
+    sc = scenario(mode="naive", policy="none", path="iret")
+    window = [b.index for b in sc.boundaries if b.window == "iret"]
+    saved = sc.view.iret_windows
+    sc.view.iret_windows = []
+    try:
+        outcome = sc.run_branch((window[-1],))
+    finally:
+        sc.view.iret_windows = saved
+    assert outcome.invariant == "nesting" and "pops begun" in outcome.violation.detail
+
+
+def test_exactly_once_counts_completion_not_entry():
+    """An interrupt counts as handled when its C handler has returned to
+    ``ret_from_intr`` on the frame it was entered with, not when it is entered."""
+    sc = scenario(mode="native", path="iret")
+    sc.restore()
+    machine, cpu = sc.system.machine, sc.cpu
+    checker = Checker(sc.view, single_cpu=True)
+    for lead in range(-sc.lead_in, 0):
+        checker.step(machine, lead)
+    checker.raise_interrupt(cpu, 0x21)
+    machine.pic.raise_vector(0, 0x21)
+    seen = []
+    for step in range(2000):
+        checker.step(machine, step)
+        if cpu.eip in (sc.view.common_interrupt, sc.view.ret_from_intr):
+            seen.append((cpu.eip, dict(checker.handled)))
+        if cpu.eip == sc.view.ret_from_intr:
+            break
+    assert seen[0] == (sc.view.common_interrupt, {})  # entered: not yet handled
+    assert seen[-1] == (sc.view.ret_from_intr, {0x21: 1})
+    assert checker.outstanding() == 0
+
+
+def test_transparency_when_user_mode_sees_what_native_never_shows():
+    """Change a word of the user stack behind the kernel's back during a VMI branch:
+    no register changed (integrity holds), but no native run shows that stack."""
+    sc = scenario(mode="vmi", policy="defer", path="iret")
+    assert sc.reference is not None
+    memory = sc.system.machine.memory
+
+    def poke(sc: Any, step: int) -> None:
+        if step == 0:
+            user_esp = memory.read32(frame_word(sc, 0x34))  # OLDESP
+            physical = peek_linear(sc.cpu, user_esp)
+            memory.write32(physical, memory.read32(physical) ^ 0x40)
+    found = run_with(sc, poke, limit=len(sc.boundaries))
+    assert found is None  # every other invariant holds
+    machine = sc.system.machine
+    checker = Checker(sc.view, single_cpu=True)
+    sc.restore()
+    for step in range(-sc.lead_in, len(sc.boundaries) - 1):
+        poke(sc, step)
+        checker.step(machine, step)
+    assert sc.cpu.cpl == 3
+    violation = sc.reference.check(checker, checker.observation(), 0)
+    assert violation is not None and violation.invariant == "transparency"
+    assert "user stack" in violation.detail
+    # untouched, the same branch is one of the native outcomes
+    assert sc.run_branch(()).ok

@@ -15,12 +15,12 @@ from vmi.system import boot_system
 
 
 def test_search_shrinks_the_naive_race_to_one_interrupt_in_the_window():
-    sc = scenario(mode="naive", policy="none", path="iret")
+    sc = scenario(mode="naive", policy="none", path="sysexit")
     worst, seen = search(sc, 60, max_interrupts=3)
     assert worst is not None and not worst.ok
     assert len(worst.schedule) == 1  # shrunk from whatever failed first
-    assert sc.boundaries[worst.schedule[0]].window == "iret"
-    assert worst.invariant == "nesting"
+    assert sc.boundaries[worst.schedule[0]].window == "sysexit"
+    assert worst.invariant == "lost-work"
     assert len(seen) > 1
 
 
@@ -42,7 +42,11 @@ def test_counterexample_replays_from_reset():
                         cpus=replay["cpus"], seed=replay["seed"])
     fresh.machine.add_schedule(replay["schedule"])
     assert replay["stop_step"] == worst.injections[-1].machine_step + 1
+    hold = replay["timer_hold"]  # the branch ran with the timer held off from its start
+    assert hold is not None and hold["step"] < replay["stop_step"]
     while fresh.machine.steps < replay["violation_step"]:
+        if fresh.machine.steps == hold["step"]:
+            fresh.machine.timer.deadline[hold["cpu"]] = hold["deadline"]
         fresh.machine.step()
     cpu = fresh.machine.cpus[0]
     assert (cpu.seg_base[1] + cpu.eip) & 0xFFFFFFFF == worst.violation.eip
@@ -65,9 +69,9 @@ def test_cli_naive_iret_breaks_and_says_where(tmp_path):
     assert len(table) == 2
     assert any(line.strip().startswith("map: ") and "NN" in line for line in lines)
     assert "counterexample: 1 interrupt(s) at boundary" in result.output
-    assert "invariants broken: nesting" in result.output
+    assert "invariants broken: liveness, nesting" in result.output
     saved = json.loads(out.read_text())
-    assert saved["invariant"] == "nesting" and saved["stop_step"] > 0
+    assert saved["invariant"] == "liveness" and saved["stop_step"] > 0
 
 
 def test_cli_json_reports_the_rate_and_holds_for_vmi():

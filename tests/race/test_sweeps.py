@@ -55,12 +55,15 @@ def test_naive_iret_nests_a_frame_in_its_inline_window():
     sc, report = broken("naive", "none", None, "iret")
     worst = report.counterexample()
     assert worst is not None and worst.schedule and len(worst.schedule) == 1
-    assert worst.invariant == "nesting"
-    boundary = sc.boundaries[worst.schedule[0]]
-    assert boundary.window == "iret" and boundary.name.startswith("restore_nocheck")
+    nested = [b for b, c in zip(sc.boundaries, report.cells(), strict=True) if c == "nesting"]
     # only after the store that turns the virtual IF on: pop and iret
-    failing = [b.text.split()[0] for b, c in zip(sc.boundaries, report.cells(), strict=True) if c]
-    assert failing == ["pop", "iret"]
+    assert [b.text.split()[0] for b in nested] == ["pop", "iret"]
+    assert all(b.window == "iret" and b.name.startswith("restore_nocheck") for b in nested)
+    # an interrupt raised earlier waits in the monitor: the inline store of the virtual
+    # IF checks nothing, so user code runs while it is pending (a liveness failure)
+    late = [c for b, c in zip(sc.boundaries, report.cells(), strict=True)
+            if c and c != "nesting"]
+    assert late and set(late) == {"liveness"}
 
 
 def test_naive_sysexit_loses_the_signal_raised_between_sti_and_sysexit():
@@ -77,7 +80,7 @@ def test_vmi_split_loses_work_between_its_two_sites():
     sc, report = broken("vmi", "defer", "vmi-split", "sysexit")
     worst = report.counterexample()
     assert worst.invariant == "lost-work" and len(worst.schedule) == 1
-    gap = [b for b, c in zip(sc.boundaries, report.cells(), strict=True) if c]
+    gap = [b for b, c in zip(sc.boundaries, report.cells(), strict=True) if c == "lost-work"]
     assert all(b.window is None for b in gap)  # outside the ROM's windows
     assert any(b.name.startswith("sysenter_exit") for b in gap)
     # the same image with STI_SYSEXIT as one site holds (the seed's N.B.)
@@ -86,7 +89,9 @@ def test_vmi_split_loses_work_between_its_two_sites():
 
 def test_vmi_without_a_policy_nests_in_the_rom_window():
     sc, report = broken("vmi", "none", None, "iret")
-    assert set(report.broken) == {"nesting"}
+    # nested where the ROM has begun popping; left pending (user code runs first)
+    # where the ROM checked for pending events before the store of the virtual IF
+    assert set(report.broken) == {"nesting", "liveness"}
     assert all(sc.boundaries[o.schedule[0]].window == "iret"
                for o in report.outcomes if not o.ok)
 

@@ -73,6 +73,9 @@ class Replay:
     path: str = ""
     invariant: str = ""
     replayable: bool = True
+    #: (machine step, cpu, cycle): at that step the timer's next tick on that CPU
+    #: moves to that cycle (the race explorer holds the timer off in its branches)
+    timer_hold: tuple[int, int, int] | None = None
 
     @property
     def complete(self) -> bool:
@@ -281,10 +284,23 @@ def read_replay(path: str | Path) -> Replay:
             raise LoadError(f"{path}: seed must be a number (0 or more), not "
                             f"{data['seed']!r}")
         fields = {key: data[key] for key in ("mode", "policy", "macros", "cpus", "seed")}
+    hold = data.get("timer_hold")
+    if hold is not None:
+        if not (isinstance(hold, dict) and all(_is_int(hold.get(key)) and hold[key] >= 0
+                                               for key in ("step", "cpu", "deadline"))):
+            raise LoadError(f"{path}: timer_hold must be an object of step, cpu and "
+                            f"deadline (numbers), not {hold!r}")
+        fields["timer_hold"] = (hold["step"], hold["cpu"], hold["deadline"])
     return Replay(parse_schedule(data["schedule"], f"{path}: schedule"), stop_step,
                   tuple(interleaving) if interleaving else None, texts["description"],
                   path=texts["path"], invariant=texts["invariant"], replayable=replayable,
                   **fields)
+
+
+def hold_timer(machine: Any, cpu: int, deadline: int) -> None:
+    """Move the timer's next tick on ``cpu`` to ``deadline`` (a replay's timer_hold)."""
+    if machine.timer.period:
+        machine.timer.deadline[cpu] = deadline
 
 
 def apply_schedule(machine: Any, schedule: tuple[tuple[int, int, int], ...], where: str) -> None:
@@ -384,7 +400,12 @@ def open_engine(*, program: str | None = None, base: int = 0x1000, macros: str |
             if record.kind == "interrupt" and record.value in vectors:
                 delivered.append(record)
 
-        stop = engine.advance(max(0, loaded_replay.stop_step - 1), note=note)
+        target = max(0, loaded_replay.stop_step - 1)
+        hold = loaded_replay.timer_hold
+        if hold is not None and hold[0] <= target and hold[1] < count:
+            engine.advance(hold[0], note=note)
+            hold_timer(engine.machine, hold[1], hold[2])
+        stop = engine.advance(target, note=note)
         banner += (f"\nreplay {replay}: opened at step {engine.machine.steps}, one step before "
                    f"the recorded stop at step {loaded_replay.stop_step}")
         what = [f"invariant {loaded_replay.invariant}" if loaded_replay.invariant else "",

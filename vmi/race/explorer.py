@@ -39,6 +39,10 @@ REACH_WAIT = 400
 INTERLEAVE_BURST = 200
 #: Steps to reach a path's start from reset before giving up.
 BOOT_BUDGET = 2_000_000
+#: Cycles the periodic timer is held off from a single-CPU branch's start: a branch
+#: sees only the interrupts of its schedule, so the same branch is the same in every
+#: mode (the timer's vector can be scheduled like any other: ``Config.vector``).
+TIMER_HOLD = 50_000_000
 
 
 class ScenarioError(Exception):
@@ -98,6 +102,7 @@ class Outcome:
     steps: int
     reached: bool  # every injection of the schedule happened
     machine_step: int  # the machine's step count at the violation (or the end)
+    observed: str = ""  # a digest of what user mode observed (vmi.race.spec)
 
     @property
     def ok(self) -> bool:
@@ -117,7 +122,7 @@ class Outcome:
                                      i["vector"], i["eip"], i["where"])
                            for i in data["injections"])
         return cls(tuple(data["schedule"]), violation, injections, data["steps"],
-                   data["reached"], data["machine_step"])
+                   data["reached"], data["machine_step"], data.get("observed", ""))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +138,7 @@ class Outcome:
             "steps": self.steps,
             "reached": self.reached,
             "machine_step": self.machine_step,
+            "observed": self.observed,
         }
 
 
@@ -150,15 +156,32 @@ class Scenario:
     boundaries: list[Boundary] = field(factory=list)
     prepare_seconds: float = 0.0
     fingerprint: str = ""  # the start state and the path, hashed (jobs name it)
+    lead_in: int = 0  # steps from the start snapshot to the path's first boundary
+    #: what native runs of the same path show (vmi.race.spec), for ``transparency``;
+    #: None for the native kernel itself and for CPU interleavings
+    reference: Any = None
+    last_observation: Any = None  # what user mode observed in the last branch run
 
     @property
     def cpu(self) -> Any:
         return self.system.machine.cpus[0]
 
+    @property
+    def timer_hold(self) -> int | None:
+        """The cycle the timer's next tick is moved to in a single-CPU branch."""
+        if len(self.system.machine.cpus) > 1:
+            return None
+        return self.start["cpus"][0]["cycles"] + TIMER_HOLD
+
     def restore(self) -> None:
-        self.system.machine.restore(self.start)
+        """Back to the start snapshot (with the timer held off, one CPU)."""
+        machine = self.system.machine
+        machine.restore(self.start)
         if self.system.monitor is not None:
             self.system.monitor.restore(self.monitor_start)
+        hold = self.timer_hold
+        if hold is not None and machine.timer.period:
+            machine.timer.deadline[0] = hold
 
     # -- running one schedule -------------------------------------------------------------
     def run_branch(self, schedule: Sequence[int], *, budget: int = BRANCH_BUDGET) -> Outcome:
@@ -176,6 +199,10 @@ class Scenario:
         last_raise = -1
         step = 0
         violation = None
+        for lead in range(-self.lead_in, 0):
+            _, violation = checker.step(machine, lead)
+            if violation is not None:
+                return Outcome(tuple(schedule), violation, (), 0, False, machine.steps)
         while step < budget:
             if pending_index < len(schedule):
                 if pending_index == 0:
@@ -201,10 +228,21 @@ class Scenario:
                     and checker.outstanding() == 0 and not self.view.pending(cpu)):
                 break
         else:
-            if pending_index == len(schedule):
-                violation = checker.finish(cpu)
-        return Outcome(tuple(schedule), violation, tuple(injections), step,
-                       pending_index == len(schedule), machine.steps)
+            violation = checker.budget_exhausted(cpu, budget)
+        reached = pending_index == len(schedule)
+        if violation is None and reached:
+            violation = checker.finish(cpu)
+        observed = ""
+        if reached:
+            from vmi.race import spec
+
+            observation = checker.observation()
+            self.last_observation = observation
+            observed = spec.digest(observation)
+            if violation is None and self.reference is not None:
+                violation = self.reference.check(checker, observation, len(schedule))
+        return Outcome(tuple(schedule), violation, tuple(injections), step, reached,
+                       machine.steps, observed)
 
     def _run_interleaving(self, schedule: Sequence[int], budget: int) -> Outcome:
         """With several CPUs a schedule is where CPU 0 pauses on its path: CPU 0 runs
@@ -259,6 +297,10 @@ class Scenario:
             "stop_step": (outcome.injections[-1].machine_step + 1 if outcome.injections
                           else outcome.machine_step),
             "violation_step": outcome.machine_step,
+            # a single-CPU branch holds the timer off from its start (TIMER_HOLD): at
+            # machine step ``step`` the timer's next tick on ``cpu`` moves to ``deadline``
+            "timer_hold": None if self.timer_hold is None else {
+                "step": self.start_steps, "cpu": 0, "deadline": self.timer_hold},
             "path": c.path, "invariant": None if v is None else v.invariant,
             "description": "no invariant broke" if v is None else v.describe(),
         }
@@ -276,25 +318,49 @@ def prepare(config: Config) -> Scenario:
     system = boot_system(config.mode, policy=config.policy, macros=config.macros,
                          cpus=config.cpus, seed=config.seed)
     machine = system.machine
+    monitor = system.monitor
     symbols = system.symbols
     cpu = machine.cpus[0]
+    from_user = spec.from_user and config.cpus == 1
+    if from_user:
+        booted = machine.snapshot()
+        monitor_booted = monitor.snapshot() if monitor is not None else None
     seen = 0
+    user_step = None  # the machine step of CPU 0's last user-mode boundary so far
     for _ in range(BOOT_BUDGET):
         if spec.starts(symbols, cpu, machine):
             seen += 1
             if seen > spec.occurrence:
                 break
+        if cpu.cpl == 3:
+            user_step = machine.steps
         machine.step()
     else:
         raise ScenarioError(f"{config.label()}: the {config.path} path's start "
                             f"({spec.describe}) was not reached in {BOOT_BUDGET:,} steps")
+    lead_in = 0
+    if from_user:
+        if user_step is None:
+            raise ScenarioError(f"{config.label()}: no user-mode boundary before the "
+                                f"{config.path} path's start")
+        lead_in = machine.steps - user_step
+        machine.restore(booted)
+        if monitor is not None:
+            monitor.restore(monitor_booted)
+        while machine.steps < user_step:  # the same steps again: the run is deterministic
+            machine.step()
     view = KernelView(system)
     start = machine.snapshot()
-    monitor_start = system.monitor.snapshot() if system.monitor is not None else None
-    scenario = Scenario(config, system, view, spec, start, monitor_start, machine.steps)
+    monitor_start = monitor.snapshot() if monitor is not None else None
+    scenario = Scenario(config, system, view, spec, start, monitor_start, machine.steps,
+                        lead_in=lead_in)
     scenario.boundaries = _trace_path(scenario)
     scenario.restore()
     scenario.fingerprint = _fingerprint(scenario)
+    if config.cpus == 1 and (config.mode, system.macros) != ("native", "native"):
+        from vmi.race.spec import NativeReference
+
+        scenario.reference = NativeReference(config)
     scenario.prepare_seconds = time.perf_counter() - began
     return scenario
 
@@ -312,6 +378,7 @@ def _fingerprint(scenario: Scenario) -> str:
     digest.update(scenario.start["memory"].tobytes())
     digest.update(json.dumps(scenario.start["cpus"], sort_keys=True, default=str).encode())
     digest.update(repr([(b.eip, b.cpl, b.window) for b in scenario.boundaries]).encode())
+    digest.update(repr((scenario.lead_in, scenario.timer_hold)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -325,8 +392,15 @@ def _trace_path(scenario: Scenario) -> list[Boundary]:
     cpu = scenario.cpu
     view = scenario.view
     monitor = scenario.system.monitor
-    end = scenario.spec.ender(scenario.system.symbols, cpu, machine)
+    scenario.restore()
     machine.set_interleaving([0])  # CPU 0's own path (restored with the snapshot)
+    for _ in range(scenario.lead_in):
+        machine.step()
+    if scenario.lead_in and not scenario.spec.starts(scenario.system.symbols, cpu, machine):
+        raise ScenarioError(f"{scenario.config.label()}: the {scenario.config.path} path's "
+                            f"lead-in of {scenario.lead_in} steps from user mode does not "
+                            "reach its start")
+    end = scenario.spec.ender(scenario.system.symbols, cpu, machine)
     out: list[Boundary] = []
     for index in range(BRANCH_BUDGET):
         eip = cpu.eip

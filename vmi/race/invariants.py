@@ -33,6 +33,25 @@ kernel keeps only if its IRET race is handled (docs/race.md):
 ``spin-irq``
     While a CPU spins on a held lock, its (virtual) interrupt flag is on exactly
     when the flags the caller saved had it on (the seed's spin_lock_flags).
+``liveness``
+    The branch comes back: no step budget reached before user mode resumes with
+    every raised interrupt handled, no halt with interrupts off, no oops or failed
+    kernel check, no triple fault; user mode never runs with the (virtual)
+    interrupt flag off, and no user instruction retires while an interrupt is
+    pending (natively a pending interrupt is taken at the first user boundary).
+``transparency``
+    What user mode can observe (every return to user mode: EIP, registers,
+    flags, the words at the top of its stack; the console's output) equals what
+    some native run of the same program with the same number of interrupts could
+    have shown (``vmi.race.spec``). It knows nothing of the monitor or its windows.
+
+``nesting`` is found from the stack, not from a table of windows: every entry from
+user mode builds its frame (``KernelView.frame_base``) at the top of the task's
+kernel stack; once the stack pointer has gone below that frame's base and come
+back above it, the frame's pops have begun, and an external interrupt that
+interrupts kernel code there builds its frame under a half-popped one. An
+interrupt handler entered with interrupts on is a nesting failure too (nothing
+keeps a second interrupt out of its entry).
 """
 
 from __future__ import annotations
@@ -42,13 +61,24 @@ from typing import Any
 from attrs import define, field, frozen
 
 from vmi.cpu.paging import peek_linear
+from vmi.machine import MachineStopped
 from vmi.race.kernel import KernelView
 
 INVARIANTS = ("lost-work", "nesting", "exactly-once", "integrity", "mutual-exclusion",
-              "spin-irq")
+              "spin-irq", "liveness", "transparency")
+#: User-mode instructions that may retire while an interrupt is pending: none, as
+#: natively (an interrupt pending at a user boundary, with IF on, is taken there).
+PENDING_BOUND = 0
+#: The flags of a return to user mode that user code can observe and the kernel
+#: must restore: the arithmetic flags, TF, IF, DF and IOPL.
+OBSERVED_FLAGS = 0x8D5 | 0x100 | 0x200 | 0x400 | 0x3000
+#: Words at the top of the user stack recorded with each return (a signal frame's
+#: first words among them).
+OBSERVED_STACK_WORDS = 8
 ARITH = 0x8D5  # CF PF AF ZF SF OF
 STACK_WORDS = 4
 ESP, EAX, ECX, EDX, EBX, EBP, ESI, EDI = 4, 0, 1, 2, 3, 5, 6, 7
+ORIG_EAX = 0x24  # pt_regs: where an interrupt's ~vector sits above SAVE_ALL's registers
 M32 = 0xFFFFFFFF
 
 
@@ -86,21 +116,35 @@ class Checker:
     single_cpu: bool
     step_index: int = 0
     raised: dict[int, int] = field(factory=dict)  # vector -> raises not coalesced
-    handled: dict[int, int] = field(factory=dict)
-    nesting: list[int] = field(factory=list)  # per CPU: frames taken in IRET windows
+    handled: dict[int, int] = field(factory=dict)  # vector -> handlers completed
+    nesting: list[int] = field(factory=list)  # per CPU: frames taken on half-popped ones
     holder: dict[int, int] = field(factory=dict)  # lock address -> cpu
+    #: every return to user mode, as user code sees it (for ``transparency``)
+    returns: list[tuple[Any, ...]] = field(factory=list)
     _prev_cpl: list[int] = field(factory=list)
     _user: list[Any] = field(factory=list)  # per CPU: (regs, eip, flags, ss_base, bits)
     _entries: dict[int, _UserEntry] = field(factory=dict)  # thread_info -> entry
+    _built: dict[int, bool] = field(factory=dict)  # thread_info -> user frame complete
+    _in_handler: dict[tuple[int, int], int] = field(factory=dict)  # (cpu, ESP) -> vector
+    _waited: list[int] = field(factory=list)  # per CPU: user instructions while pending
+    _failures: tuple[int, ...] = ()
+    _console_start: int = 0
 
     def __attrs_post_init__(self) -> None:
-        cpus = self.view.machine.cpus
+        view = self.view
+        cpus = view.machine.cpus
         self.nesting = [0] * len(cpus)
         self._prev_cpl = [cpu.cpl for cpu in cpus]
         self._user = [None] * len(cpus)
+        self._waited = [0] * len(cpus)
+        self._failures = view.failures()
+        self._console_start = len(view.machine.console.output)
         for cpu in cpus:
             if cpu.cpl == 3:
                 self._user[cpu.index] = self._user_state(cpu)
+            else:  # a task already inside the kernel: its user frame is whole
+                thread, base = view.frame_base(cpu.r[ESP])
+                self._built[thread] = cpu.r[ESP] <= base
 
     # -- the explorer's events ------------------------------------------------------------
     def raise_interrupt(self, cpu: Any, vector: int) -> None:
@@ -109,17 +153,26 @@ class Checker:
             self.raised[vector] = self.raised.get(vector, 0) + 1
 
     def outstanding(self) -> int:
-        """Raised interrupts not handled yet."""
+        """Raised interrupts whose handlers have not completed yet."""
         return sum(n - self.handled.get(v, 0) for v, n in self.raised.items())
+
+    def observation(self) -> tuple[tuple[Any, ...], bytes]:
+        """What user mode could observe of the run so far: its returns, the console."""
+        return tuple(self.returns), bytes(self.view.machine.console.output[self._console_start:])
 
     # -- per step ---------------------------------------------------------------------------
     def step(self, machine: Any, index: int) -> tuple[int, Violation | None]:
         """Run the machine's next step (number ``index`` of this run) and check it:
         returns the CPU that stepped and the first violation, if any."""
         self.step_index = index
-        eip = self.before_step(machine.next_cpu())
-        cpu, kind, _ = machine.step()
-        return cpu, self.after_step(machine.cpus[cpu], eip, kind)
+        cpu = machine.next_cpu()
+        eip = self.before_step(cpu)
+        try:
+            index_, kind, _ = machine.step()
+        except MachineStopped as stopped:
+            return cpu.index, self._violation("liveness", cpu, (
+                f"the machine stopped: {stopped.reason}"))
+        return index_, self.after_step(machine.cpus[index_], eip, kind)
 
     def before_step(self, cpu: Any) -> int:
         """Note what the step about to run on ``cpu`` starts from; returns its EIP."""
@@ -131,25 +184,24 @@ class Checker:
         """Check the invariants after ``cpu`` ran one boundary from ``eip_before``."""
         view = self.view
         index = cpu.index
-        if kind == "instruction" and self._prev_cpl[index] != 3:
+        prev = self._prev_cpl[index]
+        if kind == "instruction" and prev != 3:
             found = self._locks(cpu, eip_before)
             if found:
                 return found
         eip = cpu.eip
         cpl = cpu.cpl
-        if eip == view.common_interrupt and cpl != 3:
-            found = self._interrupt_entry(cpu)
+        if cpl != 3:
+            found = self._kernel_step(cpu, eip)
             if found:
                 return found
-        wait = view.spin_wait_at.get(eip)
-        if wait is not None and cpl != 3:
-            saved = bool(cpu.r[wait.flags] & 0x200)
-            if view.interrupts_enabled(cpu) != saved:
-                return self._violation("spin-irq", cpu, (
-                    f"spinning with interrupts {'on' if not saved else 'off'} although the "
-                    f"saved flags ({cpu.r[wait.flags]:#x}) had them "
-                    f"{'on' if saved else 'off'}"))
-        prev = self._prev_cpl[index]
+        elif kind == "instruction" and prev == 3:
+            found = self._user_step(cpu)
+            if found:
+                return found
+        if kind == "idle" and cpu.halted and not view.interrupts_enabled(cpu):
+            return self._violation("liveness", cpu, (
+                "halted with interrupts off: nothing but an NMI can wake it"))
         self._prev_cpl[index] = cpl
         if prev == 3 and cpl != 3:
             self._enter_kernel(cpu, eip_before)
@@ -158,19 +210,84 @@ class Checker:
         return None
 
     def finish(self, cpu: Any) -> Violation | None:
-        """At the end of a run: an interrupt raised and never handled is lost."""
+        """At the end of a run: an interrupt raised and never handled is lost; a
+        kernel that oopsed or failed a check did not survive the branch."""
         for vector, count in self.raised.items():
             if self.handled.get(vector, 0) < count:
                 where = "still pending" if self.view.pending(cpu, vector) else "gone"
                 return self._violation("exactly-once", cpu, (
                     f"vector {vector:#x} raised {count} time(s), handled "
                     f"{self.handled.get(vector, 0)} ({where} at the end of the run)"))
-        return None
+        return self._kernel_failed(cpu)
+
+    def budget_exhausted(self, cpu: Any, steps: int) -> Violation:
+        """The branch ran ``steps`` steps without coming back: a hang."""
+        lost = self.outstanding()
+        where = "in user mode" if cpu.cpl == 3 else f"in the kernel at {self.view.name(cpu.eip)}"
+        return self._kernel_failed(cpu) or self._violation("liveness", cpu, (
+            f"no return to user mode with every interrupt handled within {steps:,} steps "
+            f"(now {where}; {lost} interrupt(s) not handled)"))
 
     # -- the checks ---------------------------------------------------------------------------
     def _violation(self, name: str, cpu: Any, detail: str) -> Violation:
         eip = (cpu.seg_base[1] + cpu.eip) & M32
         return Violation(name, self.step_index, cpu.index, eip, self.view.name(eip), detail)
+
+    def _kernel_failed(self, cpu: Any) -> Violation | None:
+        now = self.view.failures()
+        if now == self._failures:
+            return None
+        oopses, checks = (b - a for a, b in zip(self._failures, now, strict=True))
+        return self._violation("liveness", cpu, (
+            f"the kernel failed: {oopses} oops(es), {checks} failed kernel check(s)"))
+
+    def _kernel_step(self, cpu: Any, eip: int) -> Violation | None:
+        """A boundary inside the kernel: the user frame's life, handler entry and
+        completion, spin-waits."""
+        view = self.view
+        esp = cpu.r[ESP]
+        thread, base = view.frame_base(esp)
+        if esp <= base and thread in self._built:
+            self._built[thread] = True
+        if eip == view.common_interrupt:
+            found = self._interrupt_entry(cpu)
+            if found:
+                return found
+        elif eip == view.ret_from_intr:
+            vector = self._in_handler.pop((cpu.index, (esp + ORIG_EAX) & M32), None)
+            if vector is not None:
+                self.handled[vector] = self.handled.get(vector, 0) + 1
+                if self.handled[vector] > self.raised.get(vector, self.handled[vector]):
+                    return self._violation("exactly-once", cpu, (
+                        f"vector {vector:#x} handled {self.handled[vector]} times, raised "
+                        f"{self.raised[vector]}"))
+        wait = view.spin_wait_at.get(eip)
+        if wait is not None:
+            saved = bool(cpu.r[wait.flags] & 0x200)
+            if view.interrupts_enabled(cpu) != saved:
+                return self._violation("spin-irq", cpu, (
+                    f"spinning with interrupts {'on' if not saved else 'off'} although the "
+                    f"saved flags ({cpu.r[wait.flags]:#x}) had them "
+                    f"{'on' if saved else 'off'}"))
+        return None
+
+    def _user_step(self, cpu: Any) -> Violation | None:
+        """A user instruction retired: interrupts must be on, and none kept waiting."""
+        view = self.view
+        if not view.interrupts_enabled(cpu) and (cpu.eflags >> 12) & 3 != 3:
+            return self._violation("liveness", cpu, (
+                "user mode runs with interrupts off (the IF the kernel sees is 0): no "
+                "interrupt can reach this CPU"))
+        index = cpu.index
+        if view.pending(cpu):
+            self._waited[index] += 1
+            if self._waited[index] > PENDING_BOUND:
+                return self._violation("liveness", cpu, (
+                    f"{self._waited[index]} user instruction(s) retired while an interrupt "
+                    f"was pending (the bound is {PENDING_BOUND})"))
+        else:
+            self._waited[index] = 0
+        return None
 
     def _interrupt_entry(self, cpu: Any) -> Violation | None:
         view = self.view
@@ -178,18 +295,22 @@ class Checker:
         vector = (~view.read32(esp)) & M32
         if vector > 0xFF:
             return None
-        self.handled[vector] = self.handled.get(vector, 0) + 1
-        if vector in self.raised and self.handled[vector] > self.raised[vector]:
-            return self._violation("exactly-once", cpu, (
-                f"vector {vector:#x} handled {self.handled[vector]} times, raised "
-                f"{self.raised[vector]}"))
+        self._in_handler[(cpu.index, esp)] = vector
+        if view.interrupts_enabled(cpu):
+            return self._violation("nesting", cpu, (
+                f"the handler of vector {vector:#x} was entered with interrupts on: "
+                "nothing keeps a second interrupt out of its entry"))
         eip, cs = view.read32(esp + 4), view.read32(esp + 8)
-        if cs & 3 != 3 and view.in_iret_window(eip):
+        if cs & 3 == 3:
+            return None
+        interrupted = (esp + 16) & M32  # the kernel's ESP before the processor's frame
+        thread, base = view.frame_base(interrupted)
+        if self._built.get(thread) and interrupted > base:
             self.nesting[cpu.index] += 1
             return self._violation("nesting", cpu, (
-                f"vector {vector:#x} taken at {view.name(eip)}, inside an IRET window: "
-                f"a frame under a half-popped one (level "
-                f"{self.nesting[cpu.index] + 1})"))
+                f"vector {vector:#x} taken at {view.name(eip)} with the user frame's pops "
+                f"begun (ESP {interrupted - base} bytes above its base): a frame under a "
+                f"half-popped one (level {self.nesting[cpu.index] + 1})"))
         return None
 
     def _locks(self, cpu: Any, eip: int) -> Violation | None:
@@ -219,11 +340,12 @@ class Checker:
         return (tuple(cpu.r), cpu.eip, cpu.eflags, cpu.seg_base[2], cpu.stack_bits)
 
     def _enter_kernel(self, cpu: Any, eip_before: int) -> None:
+        view = self.view
+        self._built[view.thread_info(cpu.index)] = False  # its user frame is being built
         state = self._user[cpu.index]
         if state is None:
             return
         regs, eip, flags, ss_base, bits = state
-        view = self.view
         landed = cpu.eip
         if landed == view.system_call and eip == eip_before:
             kind = "int80"
@@ -236,11 +358,12 @@ class Checker:
             stack = self._stack_words(cpu, ss_base, regs[ESP], bits)
         self._entries[view.thread_info(cpu.index)] = _UserEntry(kind, regs, eip, flags, stack)
 
-    def _stack_words(self, cpu: Any, ss_base: int, esp: int, bits: int) -> tuple[int, ...] | None:
+    def _stack_words(self, cpu: Any, ss_base: int, esp: int, bits: int,
+                     count: int = STACK_WORDS) -> tuple[int, ...] | None:
         """The words at the top of a user stack, read without side effects (None
         where one is unmapped or misaligned)."""
         words = []
-        for i in range(STACK_WORDS):
+        for i in range(count):
             offset = (esp + 4 * i) & (M32 if bits == 32 else 0xFFFF)
             physical = peek_linear(cpu, (ss_base + offset) & M32)
             if physical is None or physical & 3:
@@ -251,6 +374,18 @@ class Checker:
     def _return_to_user(self, cpu: Any) -> Violation | None:
         view = self.view
         index = cpu.index
+        self._built.pop(view.thread_info(index), None)
+        self.returns.append((
+            cpu.eip, tuple(cpu.r), cpu.eflags & OBSERVED_FLAGS,
+            self._stack_words(cpu, cpu.seg_base[2], cpu.r[ESP], cpu.stack_bits,
+                              OBSERVED_STACK_WORDS)))
+        failed = self._kernel_failed(cpu)
+        if failed:
+            return failed
+        if not view.interrupts_enabled(cpu) and (cpu.eflags >> 12) & 3 != 3:
+            return self._violation("liveness", cpu, (
+                "user mode resumes with interrupts off (the IF the kernel sees is 0): no "
+                "interrupt can reach this CPU"))
         flags = view.work_flags(index) if self.single_cpu else 0
         if flags and not view.pending(cpu):
             names = "+".join(n for bit, n in ((8, "need_resched"), (4, "sigpending"))

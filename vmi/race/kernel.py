@@ -42,6 +42,13 @@ TSS_STRUCT_SIZE = 384
 TSS_ESP0 = 4
 IF = 0x200
 SPINLOCKS = ("runqueue_lock", "console_spinlock", "work_lock")
+#: The bytes of the frame every entry from user mode builds at the top of the task's
+#: kernel stack (pt_regs, entry.S: the processor's five words, ORIG_EAX and SAVE_ALL's
+#: nine). Its return has begun once ESP rises back above its base.
+PT_REGS_SIZE = 0x3C
+#: Kernel counters whose growth during a branch means the kernel itself failed (an
+#: oops, a failed kernel check): a liveness failure whatever the user saw.
+FAILURE_COUNTERS = ("kernel_oopses", "checks_failed")
 #: The vector of the console's interrupt (IRQ 1): ^C, SIGINT to the running task.
 CONSOLE_VECTOR = 0x21
 REGISTER_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
@@ -68,6 +75,9 @@ class KernelView:
         build = system.guest.build
         self.kernel = build.kernel.program
         self.common_interrupt = self.symbols["common_interrupt"]
+        #: where the C handler of an external interrupt has returned (its work done)
+        self.ret_from_intr = self.symbols["ret_from_intr"]
+        self.failure_counters = tuple(self.symbols[name] for name in FAILURE_COUNTERS)
         self.system_call = self.symbols["system_call"]
         self.sysenter_entry = self.symbols["sysenter_entry"]
         self.sysenter_return = build.vsyscall.symbols["SYSENTER_RETURN"]
@@ -93,6 +103,17 @@ class KernelView:
         stack whose top the CPU's TSS.esp0 holds (switch_to writes it)."""
         esp0 = self.read32(self.init_tss + cpu * TSS_STRUCT_SIZE + TSS_ESP0)
         return (esp0 - 1) & ~(THREAD_SIZE - 1)
+
+    @staticmethod
+    def frame_base(esp: int) -> tuple[int, int]:
+        """For a kernel stack pointer: the stack's thread_info (its identity) and the
+        base of the user frame at its top (``PT_REGS_SIZE`` below the top)."""
+        thread = esp & ~(THREAD_SIZE - 1)
+        return thread, thread + THREAD_SIZE - PT_REGS_SIZE
+
+    def failures(self) -> tuple[int, ...]:
+        """The kernel's own failure counters (oopses, failed kernel checks) now."""
+        return tuple(self.read32(address) for address in self.failure_counters)
 
     def work_flags(self, cpu: int) -> int:
         """The current task's TIF work bits (need_resched, sigpending)."""

@@ -8,6 +8,10 @@
 ``sysexit``
     The return of a ``sysenter`` getpid: from ``sysenter_exit_path`` through the
     ``STI_SYSEXIT`` hook to the vsyscall page's ``SYSENTER_RETURN``.
+``iret16``
+    The same return for the ``stack16`` program, whose user stack is a 16-bit LDT
+    segment: through ``ldt_ss`` and the espfix stack natively, through the ROM's
+    IRET and the monitor's espfix under VMI (the seed's deferred case).
 ``spinlock``
     ``_spin_lock_irqsave(&work_lock)`` in ``vmi_lock_work`` (the seed's
     spin_lock_flags), the critical section and ``_spin_unlock_irqrestore``, to
@@ -15,7 +19,9 @@
 
 A start predicate is tried at every boundary of CPU 0 from reset; the path
 starts at its ``occurrence``-th match (0-based), late enough that the workload
-is in its steady state.
+is in its steady state. The return paths' branches start earlier, at the user
+instruction that entered the kernel (``from_user``): the steps from there to the
+path's first boundary are each branch's lead-in, run and checked but not swept.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ class PathSpec:
     starts: Callable[[dict[str, int], Any, Any], bool]
     ender: Callable[[dict[str, int], Any, Any], Callable[[Any], bool]]
     occurrence: int = 3
+    #: Whether a branch starts at the user-mode instruction that entered the kernel
+    #: (its lead-in runs to the path's first boundary), so the checker sees the
+    #: user state the return must restore (``integrity``) and the frame being built.
+    from_user: bool = True
 
 
 def _syscall_return(label: str) -> Callable[[dict[str, int], Any, Any], bool]:
@@ -51,6 +61,18 @@ def _syscall_return(label: str) -> Callable[[dict[str, int], Any, Any], bool]:
         return (cpu.eip == symbols[label] and cpu.cpl != 3
                 and _orig_eax(cpu, machine) == GETPID)
     return starts
+
+
+OLDSS = 0x38
+STACK16_SELECTOR = 0x07  # stack16.S: LDT entry 0, RPL 3
+
+
+def _syscall_return_16(symbols: dict[str, int], cpu: Any, machine: Any) -> bool:
+    """``syscall_exit`` of a getpid whose user stack is the 16-bit LDT segment."""
+    if cpu.eip != symbols["syscall_exit"] or cpu.cpl == 3 or _orig_eax(cpu, machine) != GETPID:
+        return False
+    oldss = machine.memory.read32((cpu.r[4] + OLDSS - PAGE_OFFSET) & 0xFFFFFFFF)
+    return oldss & 0xFFFF == STACK16_SELECTOR
 
 
 def _until_user(symbols: dict[str, int], cpu: Any, machine: Any) -> Callable[[Any], bool]:
@@ -79,6 +101,8 @@ PATHS: dict[str, PathSpec] = {
                      _syscall_return("syscall_exit"), _until_user),
     "sysexit": PathSpec("sysexit", "sysenter_exit_path of a sysenter getpid",
                         _syscall_return("sysenter_exit_path"), _until_user),
+    "iret16": PathSpec("iret16", "syscall_exit of an int $0x80 getpid on a 16-bit stack",
+                       _syscall_return_16, _until_user),
     "spinlock": PathSpec("spinlock", "_spin_lock_irqsave(&work_lock)",
-                         _spin_starts, _after_unlock, occurrence=2),
+                         _spin_starts, _after_unlock, occurrence=2, from_user=False),
 }

@@ -42,6 +42,8 @@ COLOURS = {
     "integrity": "#0072B2",         # blue
     "mutual-exclusion": "#009E73",  # green
     "spin-irq": "#56B4E9",          # sky blue
+    "liveness": "#F0E442",          # yellow
+    "transparency": "#555555",      # dark grey
 }
 HELD = "#E4E4E4"
 WINDOW = "#000000"

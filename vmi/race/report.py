@@ -18,7 +18,7 @@ from vmi.race.invariants import INVARIANTS
 
 #: One character per invariant in the text map ("." = none broke).
 MAP_CHARS = {"lost-work": "L", "nesting": "N", "exactly-once": "X", "integrity": "I",
-             "mutual-exclusion": "M", "spin-irq": "S"}
+             "mutual-exclusion": "M", "spin-irq": "S", "liveness": "H", "transparency": "T"}
 
 
 @define
