@@ -60,6 +60,11 @@ class Config:
     cpus: int = 1
     seed: int = 0
     vector: int = CONSOLE_VECTOR
+    #: 0: each later interrupt of a schedule arrives the next time its path boundary
+    #: is reached; N > 0 (nested): each later one arrives d = 1..N steps after the
+    #: previous one was raised, wherever that is: inside the first one's handler, on
+    #: its way out, or in user mode
+    horizon: int = 0
 
     def label(self) -> str:
         policy = f"/{self.policy}" if self.mode == "vmi" else ""
@@ -207,6 +212,8 @@ class Scenario:
             if pending_index < len(schedule):
                 if pending_index == 0:
                     due = step == first
+                elif self.config.horizon:
+                    due = step == last_raise + schedule[pending_index]
                 else:
                     target = self.boundaries[schedule[pending_index]]
                     due = (step > last_raise and cpu.eip == target.eip
@@ -357,7 +364,8 @@ def prepare(config: Config) -> Scenario:
     scenario.boundaries = _trace_path(scenario)
     scenario.restore()
     scenario.fingerprint = _fingerprint(scenario)
-    if config.cpus == 1 and (config.mode, system.macros) != ("native", "native"):
+    if (config.cpus == 1 and config.vector == CONSOLE_VECTOR
+            and (config.mode, system.macros) != ("native", "native")):
         from vmi.race.spec import NativeReference
 
         scenario.reference = NativeReference(config)
@@ -432,10 +440,16 @@ MAX_DEPTH = 3
 def schedules(scenario: Scenario, depth: int) -> list[tuple[int, ...]]:
     """Every schedule of ``depth`` interrupts, in order: depth 1 is one interrupt at
     every boundary; depth 2 every ordered pair (at k1, then the next time k2 is
-    reached after it); depth 3 every ordered triple, and so on."""
+    reached after it); depth 3 every ordered triple, and so on. Nested
+    (``Config.horizon`` N > 0): the first at every boundary, each later one at every
+    delay of 1..N steps after the one before (n * N**(depth-1) schedules)."""
     if not 1 <= depth <= MAX_DEPTH:
         raise ValueError(f"depth {depth}: exhaustive sweeps go from 1 to {MAX_DEPTH}")
-    return list(itertools.product(range(len(scenario.boundaries)), repeat=depth))
+    first = range(len(scenario.boundaries))
+    horizon = scenario.config.horizon
+    if horizon:
+        return list(itertools.product(first, *[range(1, horizon + 1)] * (depth - 1)))
+    return list(itertools.product(first, repeat=depth))
 
 
 def sweep(scenario: Scenario, depth: int = 1,

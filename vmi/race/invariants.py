@@ -127,6 +127,7 @@ class Checker:
     _built: dict[int, bool] = field(factory=dict)  # thread_info -> user frame complete
     _in_handler: dict[tuple[int, int], int] = field(factory=dict)  # (cpu, ESP) -> vector
     _waited: list[int] = field(factory=list)  # per CPU: user instructions while pending
+    _returned: list[Any] = field(factory=list)  # per CPU: a return no instruction saw yet
     _failures: tuple[int, ...] = ()
     _console_start: int = 0
 
@@ -137,6 +138,7 @@ class Checker:
         self._prev_cpl = [cpu.cpl for cpu in cpus]
         self._user = [None] * len(cpus)
         self._waited = [0] * len(cpus)
+        self._returned = [None] * len(cpus)
         self._failures = view.failures()
         self._console_start = len(view.machine.console.output)
         for cpu in cpus:
@@ -158,7 +160,9 @@ class Checker:
 
     def observation(self) -> tuple[tuple[Any, ...], bytes]:
         """What user mode could observe of the run so far: its returns, the console."""
-        return tuple(self.returns), bytes(self.view.machine.console.output[self._console_start:])
+        last = tuple(r for r in self._returned if r is not None)
+        return (tuple(self.returns) + last,
+                bytes(self.view.machine.console.output[self._console_start:]))
 
     # -- per step ---------------------------------------------------------------------------
     def step(self, machine: Any, index: int) -> tuple[int, Violation | None]:
@@ -185,10 +189,14 @@ class Checker:
         view = self.view
         index = cpu.index
         prev = self._prev_cpl[index]
-        if kind == "instruction" and prev != 3:
-            found = self._locks(cpu, eip_before)
-            if found:
-                return found
+        if kind == "instruction":
+            if prev != 3:
+                found = self._locks(cpu, eip_before)
+                if found:
+                    return found
+            elif self._returned[index] is not None:  # a user instruction saw the return
+                self.returns.append(self._returned[index])
+                self._returned[index] = None
         eip = cpu.eip
         cpl = cpu.cpl
         if cpl != 3:
@@ -341,6 +349,7 @@ class Checker:
 
     def _enter_kernel(self, cpu: Any, eip_before: int) -> None:
         view = self.view
+        self._returned[cpu.index] = None  # no user instruction saw that return
         self._built[view.thread_info(cpu.index)] = False  # its user frame is being built
         state = self._user[cpu.index]
         if state is None:
@@ -375,10 +384,13 @@ class Checker:
         view = self.view
         index = cpu.index
         self._built.pop(view.thread_info(index), None)
-        self.returns.append((
+        # kept once a user instruction runs on it (or the run ends on it): a return
+        # that an event interrupts before any user instruction is one user code
+        # cannot see (natively the same event may be taken just before the return)
+        self._returned[index] = (
             cpu.eip, tuple(cpu.r), cpu.eflags & OBSERVED_FLAGS,
             self._stack_words(cpu, cpu.seg_base[2], cpu.r[ESP], cpu.stack_bits,
-                              OBSERVED_STACK_WORDS)))
+                              OBSERVED_STACK_WORDS))
         failed = self._kernel_failed(cpu)
         if failed:
             return failed
