@@ -43,11 +43,12 @@ class Mutant:
     new: str
     runs: tuple[tuple[str, ...], ...]
     expect: frozenset[str]
-    default: bool = False  # the default command (--mode vmi --policy defer) exercises it
+    default: bool = False  # the default command (``vmi race``) is among its runs
     slow: bool = False
 
 
-VMI_IRET = ("--mode", "vmi", "--policy", "defer", "--path", "iret")
+#: ``vmi race`` with no options: --mode vmi --policy defer, every path, depth 1
+DEFAULT: tuple[str, ...] = ()
 FIXUP_IRET = ("--mode", "vmi", "--policy", "fixup", "--path", "iret")
 
 CATALOGUE = (
@@ -56,7 +57,7 @@ CATALOGUE = (
            "hypervisor/monitor.py",
            "                self._leave_window(cpu)\n",
            "                self._leave_window(cpu)\n                return\n",
-           (VMI_IRET,), frozenset({"exactly-once", "liveness"}), default=True),
+           (DEFAULT,), frozenset({"exactly-once", "liveness"}), default=True),
     Mutant("fixup-frame-off-by-4",
            "the fixup policy finds the half-popped frame 4 bytes too high",
            "hypervisor/monitor.py",
@@ -68,33 +69,32 @@ CATALOGUE = (
            "hypervisor/monitor.py",
            "while vcpu.pending and vcpu.interrupts_enabled:",
            "while vcpu.pending:",
-           (VMI_IRET,), frozenset({"nesting", "lost-work", "transparency"}), default=True),
+           (DEFAULT,), frozenset({"nesting", "lost-work", "transparency"}), default=True),
     Mutant("interrupt-gate-keeps-virtual-if",
            "an injected interrupt gate leaves the virtual IF on",
            "hypervisor/monitor.py",
            '        if gate.kind == "interrupt":\n            vcpu.vif = 0',
            '        if gate.kind == "trap":\n            vcpu.vif = 0',
-           (VMI_IRET,), frozenset({"nesting"}), default=True),
+           (DEFAULT,), frozenset({"nesting"}), default=True),
     Mutant("rom-pending-check-dropped",
            "the ROM's IRET turns the virtual IF on without looking for pending events",
            "hypervisor/rom.S",
            "\tcmpl $0, %ss:PENDING\t\t# enabling with events waiting: the monitor\n"
            "\tjne hc_iret_pending\t\t# takes them on this frame (no iret)\n",
            "",
-           (VMI_IRET,), frozenset({"liveness"}), default=True),
+           (DEFAULT,), frozenset({"liveness"}), default=True),
     Mutant("rom-iret-window-too-short",
            "the monitor's IRET window ends before the ROM's iret",
            "hypervisor/rom.py",
            'Window("iret", symbols["vmi_iret_window_start"], symbols["vmi_iret_window_end"])',
            'Window("iret", symbols["vmi_iret_window_start"], symbols["vmi_iret_insn"])',
-           (VMI_IRET,), frozenset({"nesting"}), default=True),
+           (DEFAULT,), frozenset({"nesting"}), default=True),
     Mutant("rom-sysexit-loses-flags",
            "the ROM's SYSEXIT returns with EFLAGS 0x202 instead of the flags sysexit keeps",
            "hypervisor/rom.S",
            "\tpushfl\t\t\t\t# EFLAGS: the real IF is 1, IOPL 0\n",
            "\tpushl $0x202\t\t\t# EFLAGS: the real IF is 1, IOPL 0\n",
-           (("--mode", "vmi", "--policy", "defer", "--path", "sysexit"),),
-           frozenset({"transparency"}), default=True),
+           (DEFAULT,), frozenset({"transparency"}), default=True),
     Mutant("no-sti-shadow",
            "STI enables interrupts at once, with no one-instruction shadow",
            "cpu/ops/misc.py",
@@ -106,21 +106,31 @@ CATALOGUE = (
            "guest/kernel/entry.S",
            "ENTRY syscall_exit\n\tCLI\t",
            "ENTRY syscall_exit\n\t",
-           (("--mode", "native", "--path", "iret"), VMI_IRET), frozenset({"lost-work"}),
+           (("--mode", "native", "--path", "iret"), DEFAULT), frozenset({"lost-work"}),
            default=True),
     Mutant("saved-ebx-corrupted",
            "the system call's return value is stored over the user's saved EBX",
            "guest/kernel/entry.S",
            "\tmovl %eax, EAX(%esp)\t\t# the return value goes back in EAX",
            "\tmovl %eax, EBX(%esp)\t\t# the return value goes back in EAX",
-           (("--mode", "native", "--path", "iret"), VMI_IRET), frozenset({"integrity"}),
+           (("--mode", "native", "--path", "iret"), DEFAULT), frozenset({"integrity"}),
            default=True),
     Mutant("console-handler-oopses",
            "the console interrupt's handler dereferences a bad pointer",
            "guest/kernel/traps.S",
            "ENTRY console_interrupt\n\tCPU_STAT CPU_console, %edx\n",
            "ENTRY console_interrupt\n\tmovl 0x10, %eax\n\tCPU_STAT CPU_console, %edx\n",
-           (VMI_IRET,), frozenset({"liveness", "exactly-once"}), default=True),
+           (DEFAULT,), frozenset({"liveness", "exactly-once"}), default=True),
+    Mutant("unlock-enables-before-release",
+           "_spin_unlock_irqrestore releases the lock after it has enabled interrupts",
+           "guest/kernel/sched.S",
+           "ENTRY _spin_unlock_irqrestore\n\tSPIN_UNLOCK %eax\n\tGET_THREAD_INFO %ecx\n"
+           "\tdecl TI_preempt_count(%ecx)\n\ttestl $IF_MASK, %edx\n\tjz 1f\n\tSTI\n1:\tret\n",
+           "ENTRY _spin_unlock_irqrestore\n\tGET_THREAD_INFO %ecx\n"
+           "\tdecl TI_preempt_count(%ecx)\n\ttestl $IF_MASK, %edx\n\tjz 1f\n\tSTI\n"
+           "\tnop\n1:\tSPIN_UNLOCK %eax\n\tret\n",
+           (("--mode", "native", "--path", "spinlock"), DEFAULT),
+           frozenset({"spin-irq"}), default=True),
     Mutant("spin-wait-never-enables",
            "the spin-wait never re-enables interrupts the caller had on",
            "guest/kernel/macros.S",
@@ -186,6 +196,11 @@ def test_every_unmutated_configuration_holds(tmp_path):
 def test_vmi_race_catches_the_planted_bug(mutant, tmp_path):
     found, notes = caught(mutant, tmp_path)
     assert found, f"{mutant.name} ({mutant.what}) was not caught:\n{notes}"
+
+
+def test_the_default_command_is_run_on_every_mutant_it_can_exercise():
+    """Mutants marked ``default`` name the default command among their runs."""
+    assert all((DEFAULT in m.runs) == m.default for m in CATALOGUE)
 
 
 def test_the_catalogue_is_documented():

@@ -21,7 +21,7 @@ def broken(mode: str, policy: str, macros: str | None, path: str, depth: int = 1
 
 
 @pytest.mark.parametrize("mode,policy,macros", SAFE)
-@pytest.mark.parametrize("path", ["iret", "sysexit", "spinlock"])
+@pytest.mark.parametrize("path", ["iret", "sysexit", "spinlock", "iret16"])
 def test_safe_kernels_hold_every_invariant_at_depth_1(mode, policy, macros, path):
     sc, report = broken(mode, policy, macros, path)
     assert len(report.outcomes) == len(sc.boundaries) > 5
@@ -122,3 +122,55 @@ def test_depth_3_is_every_ordered_triple_and_native_sysexit_holds_over_it():
     assert not report.broken, report.counterexample().violation.describe()
     three = [o for o in report.outcomes if len(o.injections) == 3]
     assert len(three) > n  # many triples really raised three interrupts
+
+
+def test_the_16_bit_stack_return_breaks_only_without_the_espfix():
+    """The seed's deferred case: natively ldt_ss's espfix, under VMI the monitor's;
+    the naive kernel's raw iret at ring 1 keeps the kernel's ESP[31:16], which the
+    program sees (transparency), and trap-and-emulate runs user mode with the
+    virtual IF off (liveness)."""
+    _, naive = broken("naive", "none", None, "iret16")
+    assert "transparency" in naive.broken
+    _, trap = broken("trap", "none", None, "iret16")
+    assert set(trap.broken) == {"liveness"}
+
+
+@pytest.mark.parametrize("mode,policy", [("native", "defer"), ("vmi", "defer"),
+                                         ("vmi", "fixup")])
+@pytest.mark.parametrize("path", ["iret", "sysexit"])
+def test_the_timer_vector_holds_on_safe_kernels(mode, policy, path):
+    sc = scenario(mode=mode, policy=policy, path=path, vector=0x20)
+    outcomes = sweep(sc, 1)
+    assert all(o.reached for o in outcomes)
+    assert all(o.ok for o in outcomes), [o.violation.describe() for o in outcomes if not o.ok]
+
+
+def test_nested_schedules_put_the_second_interrupt_inside_the_first_handler():
+    """Depth 2 nested: the second interrupt 1..N steps after the first, wherever that
+    is. VMI with defer holds; the naive kernel breaks."""
+    sc = scenario(mode="vmi", policy="defer", path="sysexit", horizon=40)
+    outcomes = sweep(sc, 2)
+    assert len(outcomes) == len(sc.boundaries) * 40
+    inside = [o for o in outcomes if len(o.injections) == 2
+              and o.injections[1].where.startswith(("common_interrupt", "do_IRQ",
+                                                     "console_interrupt"))]
+    assert inside, "no second interrupt landed inside the first one's handler"
+    assert all(o.ok for o in outcomes), [o.violation.describe() for o in outcomes if not o.ok]
+    naive = scenario(mode="naive", policy="none", path="sysexit", horizon=40)
+    assert any(not o.ok for o in sweep(naive, 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,policy", [("vmi", "defer"), ("vmi", "fixup")])
+def test_nested_schedules_over_the_whole_handler_hold(mode, policy):
+    sc = scenario(mode=mode, policy=policy, path="sysexit", horizon=200)
+    outcomes = sweep(sc, 2)
+    assert all(o.ok for o in outcomes), [o.violation.describe() for o in outcomes if not o.ok]
+
+
+def test_seeds_change_the_state_the_path_starts_from():
+    """--seed changes the workload's timing (the timer's phase, the CPUs' start-up),
+    so each seed reaches the path in a different machine state."""
+    prints = {scenario(mode="vmi", policy="defer", path="sysexit", seed=seed).fingerprint
+              for seed in (0, 1, 2)}
+    assert len(prints) == 3

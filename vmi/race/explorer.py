@@ -27,7 +27,7 @@ from attrs import astuple as attrs_astuple
 from attrs import define, field, frozen
 
 from vmi.race.invariants import Checker, Violation
-from vmi.race.kernel import CONSOLE_VECTOR, KernelView
+from vmi.race.kernel import CONSOLE_VECTOR, PAGE_OFFSET, THREAD_SIZE, TSS_ESP0, KernelView
 from vmi.race.paths import PATHS, PathSpec
 
 #: Steps a branch may run past the start before it is cut off.
@@ -334,23 +334,27 @@ def prepare(config: Config) -> Scenario:
         monitor_booted = monitor.snapshot() if monitor is not None else None
     seen = 0
     user_step = None  # the machine step of CPU 0's last user-mode boundary so far
+    user_thread = None  # the thread_info of the task that ran there
+    tss_esp0 = symbols["init_tss"] + TSS_ESP0 - PAGE_OFFSET
     for _ in range(BOOT_BUDGET):
-        if spec.starts(symbols, cpu, machine):
+        # with a lead-in, only a start the task reached from its own user entry (not
+        # one it resumes in after a switch) can be replayed with the timer held
+        if spec.starts(symbols, cpu, machine) and (
+                not from_user or user_thread == cpu.r[4] & -THREAD_SIZE):
             seen += 1
             if seen > spec.occurrence:
                 break
         if cpu.cpl == 3:
             user_step = machine.steps
+            user_thread = (machine.memory.read32(tss_esp0) - 1) & -THREAD_SIZE
         machine.step()
     else:
         raise ScenarioError(f"{config.label()}: the {config.path} path's start "
                             f"({spec.describe}) was not reached in {BOOT_BUDGET:,} steps")
-    lead_in = 0
     if from_user:
         if user_step is None:
             raise ScenarioError(f"{config.label()}: no user-mode boundary before the "
                                 f"{config.path} path's start")
-        lead_in = machine.steps - user_step
         machine.restore(booted)
         if monitor is not None:
             monitor.restore(monitor_booted)
@@ -359,8 +363,7 @@ def prepare(config: Config) -> Scenario:
     view = KernelView(system)
     start = machine.snapshot()
     monitor_start = monitor.snapshot() if monitor is not None else None
-    scenario = Scenario(config, system, view, spec, start, monitor_start, machine.steps,
-                        lead_in=lead_in)
+    scenario = Scenario(config, system, view, spec, start, monitor_start, machine.steps)
     scenario.boundaries = _trace_path(scenario)
     scenario.restore()
     scenario.fingerprint = _fingerprint(scenario)
@@ -402,12 +405,18 @@ def _trace_path(scenario: Scenario) -> list[Boundary]:
     monitor = scenario.system.monitor
     scenario.restore()
     machine.set_interleaving([0])  # CPU 0's own path (restored with the snapshot)
-    for _ in range(scenario.lead_in):
-        machine.step()
-    if scenario.lead_in and not scenario.spec.starts(scenario.system.symbols, cpu, machine):
-        raise ScenarioError(f"{scenario.config.label()}: the {scenario.config.path} path's "
-                            f"lead-in of {scenario.lead_in} steps from user mode does not "
-                            "reach its start")
+    if cpu.cpl == 3:  # a lead-in: from the user instruction to the path's start, with
+        # the timer held as in every branch (a tick the first run met is not taken)
+        symbols = scenario.system.symbols
+        for lead in range(BRANCH_BUDGET):
+            if cpu.cpl != 3 and scenario.spec.starts(symbols, cpu, machine):
+                scenario.lead_in = lead
+                break
+            machine.step()
+        else:
+            raise ScenarioError(f"{scenario.config.label()}: the {scenario.config.path} "
+                                f"path's start is not reached from user mode within "
+                                f"{BRANCH_BUDGET} steps")
     end = scenario.spec.ender(scenario.system.symbols, cpu, machine)
     out: list[Boundary] = []
     for index in range(BRANCH_BUDGET):

@@ -32,7 +32,10 @@ kernel keeps only if its IRET race is handled (docs/race.md):
     holds it, and released only by the CPU holding it.
 ``spin-irq``
     While a CPU spins on a held lock, its (virtual) interrupt flag is on exactly
-    when the flags the caller saved had it on (the seed's spin_lock_flags).
+    when the flags the caller saved had it on (the seed's spin_lock_flags); and no
+    interrupt is taken by a CPU that holds a lock (every lock of this kernel is
+    taken with spin_lock_irqsave, so a handler that took it would spin forever on
+    one CPU).
 ``liveness``
     The branch comes back: no step budget reached before user mode resumes with
     every raised interrupt handled, no halt with interrupts off, no oops or failed
@@ -304,6 +307,12 @@ class Checker:
         if vector > 0xFF:
             return None
         self._in_handler[(cpu.index, esp)] = vector
+        held = [view.lock_addresses[lock] for lock, holder in self.holder.items()
+                if holder == cpu.index]
+        if held:
+            return self._violation("spin-irq", cpu, (
+                f"vector {vector:#x} taken while this CPU holds {', '.join(held)} (taken "
+                "with spin_lock_irqsave: a handler that takes it would spin forever)"))
         if view.interrupts_enabled(cpu):
             return self._violation("nesting", cpu, (
                 f"the handler of vector {vector:#x} was entered with interrupts on: "
