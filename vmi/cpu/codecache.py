@@ -224,8 +224,8 @@ def _check_directory(directory: Path) -> bool:
         raise Refused(directory, "is not a directory", "set VMI_CACHE_DIR elsewhere, or to off")
     problem = _unsafe(info)
     if problem:
-        raise Refused(directory, problem, f"chmod 700 {directory}, or set VMI_CACHE_DIR "
-                      "to a directory of your own")
+        raise Refused(directory, problem, f"chmod 700 {directory}" if info.st_uid == os.getuid()
+                      else "set VMI_CACHE_DIR to a directory of your own")
     if not _POSIX:
         return True
     parent = Path(os.path.abspath(directory)).parent
