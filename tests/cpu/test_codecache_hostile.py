@@ -80,9 +80,17 @@ def _vmi(args: list[str], cache_dir: Path | str) -> subprocess.CompletedProcess[
         pytest.fail(f"vmi {' '.join(args)} hung")
 
 
+def _vmi_cache_process(cache_dir: Path) -> str:
+    """What `vmi cache` prints for ``cache_dir``, in a new process (a damaged file
+    once crashed the process that read it)."""
+    shown = _vmi(["cache"], cache_dir)
+    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+    return shown.stdout
+
+
 def _vmi_cache(cache_dir: Path, *args: str) -> str:
-    """What `vmi cache` prints for ``cache_dir`` (in this process: it unmarshals
-    nothing before a file passes its check)."""
+    """What `vmi cache` prints for ``cache_dir``, in this process (for files that are
+    whole, or that only a refusal keeps out)."""
     result = CliRunner().invoke(cache_command, list(args), env={"VMI_CACHE_DIR": str(cache_dir)})
     assert result.exit_code == 0, result.output
     return result.output
@@ -166,7 +174,7 @@ def _check_damage(damage: tuple, directory: Path, path: Path, reference: dict) -
     _damage(path, damage)
     assert path.read_bytes() != before
 
-    shown = _vmi_cache(directory)
+    shown = _vmi_cache_process(directory)
     assert f"{path}: " in shown and "DAMAGED: " in shown, shown
     assert "1 file(s) failed their check" in shown
 
@@ -190,7 +198,7 @@ def test_a_damaged_file_under_the_bundled_workload(tmp_path):
     size_bits = path.stat().st_size * 8
     picker = random.Random(17)
     _flip(path, [picker.randrange(codecache.HEADER_SIZE * 8, size_bits) for _ in range(2)])
-    assert "DAMAGED: digest mismatch" in _vmi_cache(directory)
+    assert "DAMAGED: digest mismatch" in _vmi_cache_process(directory)
     second = _vmi(["run"], directory)
     assert second.returncode == 0, second.stderr
     assert second.stdout == first.stdout
@@ -204,7 +212,7 @@ def test_clear_removes_damaged_files_and_a_bad_key(pristine, reference, tmp_path
     directory, path = _copy(pristine, tmp_path)
     _truncate(path, 0.5)
     (directory / codecache.KEY_NAME).write_bytes(b"short")
-    assert "refused: " in _vmi_cache(directory)
+    assert "refused: " in _vmi_cache_process(directory)
     cleared = _vmi_cache(directory, "--clear")
     assert "removed 1 file(s)" in cleared and "no translation files yet" in cleared
     assert sorted(directory.iterdir()) == []
@@ -346,7 +354,7 @@ def test_a_planted_file_never_runs(plant, pristine, reference, tmp_path):
     recipes = codecache.read_file(path)[1]
     payload = marshal.dumps({"shapes": _planted_shapes(pristine, marker), "recipes": recipes})
     plant(directory, path, payload)
-    shown = _vmi_cache(directory)
+    shown = _vmi_cache_process(directory)
     assert "DAMAGED" in shown or "refused" in shown, shown
     result, errors = _child(directory)
     _assert_exact(result, reference)
