@@ -361,3 +361,27 @@ def test_a_planted_file_never_runs(plant, pristine, reference, tmp_path):
     assert result["hits"] == 0 and len(errors) == 1, errors
     assert str(path) in errors[0] or str(directory) in errors[0]
     assert not marker.exists()
+
+
+def test_a_file_without_its_key_is_dropped_once(pristine, reference, tmp_path):
+    """The key gone (deleted by hand): the file cannot be checked, so it is dropped
+    with one line (not a second one when the save finds it again under the new key)
+    and rebuilt under a new key."""
+    directory, path = _copy(pristine, tmp_path)
+    (directory / codecache.KEY_NAME).unlink()
+    result, errors = _child(directory)
+    _assert_exact(result, reference)
+    assert result["hits"] == 0
+    assert errors == [f"vmi: translation cache {path}: no key to check it with (key is "
+                      "missing); dropped, rebuilt as code runs"]
+    assert len(codecache.read_file(path)[1]) == 15
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_in_place_of_the_file_is_refused_without_waiting(pristine, reference, tmp_path):
+    directory, path = _copy(pristine, tmp_path)
+    path.unlink()
+    os.mkfifo(path, 0o600)
+    result, errors = _child(directory)
+    _assert_exact(result, reference)
+    assert len(errors) == 1 and f"refused: {path} is not a regular file" in errors[0], errors

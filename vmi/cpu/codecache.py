@@ -95,6 +95,8 @@ KEY_SIZE = 32
 _POSIX = hasattr(os, "getuid")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
+#: Opening a file never waits (a FIFO in place of a file is refused, not waited on).
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 Key = tuple[bytes, int, int, int]
 #: (shape source, constants, next EIP, cycles, length, mnemonic)
@@ -177,15 +179,18 @@ class Damaged(Exception):  # noqa: N818 (a verdict, not an error of the program)
     """A translation file failed its check: it is dropped and rebuilt."""
 
 
-#: Messages already printed by this process (each is printed once).
+#: What this process has already spoken about (a message, or a damaged file's path).
 _WARNED: set[str] = set()
 
 
-def _warn(message: str) -> None:
-    """Print ``message`` as one line on stderr, once per process."""
-    if message in _WARNED:
+def _warn(message: str, about: str | None = None) -> None:
+    """Print ``message`` as one line on stderr, once per process for each ``about``
+    (default: the message itself), so a file found damaged when it is read and again
+    when it is merged at the save is reported once."""
+    topic = message if about is None else about
+    if topic in _WARNED:
         return
-    _WARNED.add(message)
+    _WARNED.add(topic)
     try:
         print(f"vmi: {message}", file=sys.stderr, flush=True)
     except (OSError, ValueError, AttributeError):  # no stderr left (at exit): nothing to tell
@@ -258,7 +263,7 @@ def _open_private(path: Path) -> tuple[int, os.stat_result] | None:
     and its status, or None when there is none; ``Refused`` when it is not a
     regular file. The status is taken from the descriptor, so it is the file read."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _BINARY)
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _BINARY | _NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -450,7 +455,8 @@ class TranslationCache:
         try:
             found = read_file(path)
         except Damaged as damage:
-            _warn(f"translation cache {path}: {damage}; dropped, rebuilt as code runs")
+            _warn(f"translation cache {path}: {damage}; dropped, rebuilt as code runs",
+                  about=str(path))
             return {}, {}
         return found if found is not None else ({}, {})
 
