@@ -434,6 +434,8 @@ class TranslationCache:
         except Refused as refusal:
             self._refuse(refusal)
             return
+        except OSError:  # the directory vanished while it was read: as if empty
+            return
         self.shapes.update(shapes)
         self.recipes.update(recipes)
 
