@@ -104,17 +104,25 @@ def test_the_bundled_workload_runs_the_same_from_recipes(fresh_cache, monkeypatc
     assert any(refs for _s, _c, refs, *_ in cache.recipes.values())  # references did round-trip
 
 
-def test_a_damaged_file_is_ignored_and_replaced(fresh_cache, monkeypatch):
+def test_a_damaged_file_is_ignored_and_replaced(fresh_cache, monkeypatch, capsys):
     path = codecache.CACHE.path
     path.write_bytes(b"\x00not marshal")
     cpu = _fibonacci()
     assert cpu.regs.eax == 6765 and codecache.CACHE.hits == 0
     assert codecache.CACHE.save()
-    assert len(marshal.loads(path.read_bytes())["recipes"]) == 15
-    path.write_bytes(marshal.dumps({"shapes": {}, "recipes": {("x",): (1, 2)}}))
+    assert capsys.readouterr().err == (f"vmi: translation cache {path}: not a vmi translation "
+                                       "file (its first bytes are not the magic); dropped, "
+                                       "rebuilt as code runs\n")  # once, though read twice
+    assert len(codecache.read_file(path)[1]) == 15
+    # A file that passes its digest but holds a foreign entry (only a bug could write
+    # one): the entry is a miss, not a crash.
+    key = (fresh_cache / codecache.KEY_NAME).read_bytes()
+    path.write_bytes(codecache.seal(key, path.name, marshal.dumps(
+        {"shapes": {}, "recipes": {("x",): (1, 2)}})))
     cache = _new_process(fresh_cache, monkeypatch)
-    assert cache.recipe(("x",)) is None  # a foreign entry is a miss, not a crash
+    assert cache.recipe(("x",)) is None
     assert _fibonacci().regs.eax == 6765
+    assert capsys.readouterr().err == ""
 
 
 def test_what_cannot_be_stored_is_not(fresh_cache):
@@ -165,7 +173,7 @@ def test_a_full_file_keeps_the_working_set(fresh_cache, monkeypatch):
     cpu.eip = 0x1000
     cpu.run(3)
     assert cache.save()
-    kept = marshal.loads(cache.path.read_bytes())["recipes"]
+    kept = codecache.read_file(cache.path)[1]
     assert len(kept) == 4 and (b"\x90", 0x5000, 32, 32) in kept
 
 

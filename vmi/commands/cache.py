@@ -1,5 +1,6 @@
-"""``vmi cache``: where the persistent translation cache lives, what it holds, and
-``--clear`` to empty it (``vmi.cpu.codecache``; docs/cli.md, "vmi cache")."""
+"""``vmi cache``: where the persistent translation cache lives, what it holds (each
+file checked as a run checks it: digest, owner and permissions), and ``--clear`` to
+empty it (``vmi.cpu.codecache``; docs/cli.md, "vmi cache")."""
 
 from __future__ import annotations
 
@@ -13,27 +14,30 @@ from vmi.commands import UserError
 
 @click.command("cache")
 @click.option("--clear", "clear_files", is_flag=True,
-              help="Delete the translation files (they are rebuilt as code runs).")
+              help="Delete the translation files and the key, damaged or not (they are "
+                   "rebuilt as code runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print what is there as one JSON object.")
 def command(clear_files: bool, as_json: bool) -> None:
     """Show (or clear) the translation cache that keeps compiled instructions
-    across processes. Its directory is $VMI_CACHE_DIR, else $XDG_CACHE_HOME/vmi,
-    else ~/.cache/vmi; VMI_CACHE_DIR=off turns it off."""
+    across processes, checking every file's digest, owner and permissions. Its
+    directory is $VMI_CACHE_DIR, else $XDG_CACHE_HOME/vmi, else ~/.cache/vmi;
+    VMI_CACHE_DIR=off turns it off."""
     from vmi.cpu import codecache
 
     directory = codecache.cache_directory()
     if directory is None:
-        report = {"directory": None, "enabled": False, "files": [], "removed": 0}
+        report = {"directory": None, "enabled": False, "refused": None, "files": [],
+                  "removed": 0}
     else:
         if directory.exists() and not directory.is_dir():
             raise UserError(f"vmi cache: {directory} (the cache directory) is not a directory")
         try:
             removed = codecache.clear(directory) if clear_files else 0
-            files = codecache.cache_files(directory) if directory.is_dir() else []
+            found = (codecache.inspect(directory) if directory.is_dir()
+                     else {"refused": None, "files": []})
         except OSError as error:
             raise UserError(f"vmi cache: {directory}: {error.strerror or error}") from None
-        report = {"directory": str(directory), "enabled": True, "files": files,
-                  "removed": removed}
+        report = {"directory": str(directory), "enabled": True, **found, "removed": removed}
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -47,15 +51,25 @@ def format_report(report: dict, *, cleared: bool) -> list[str]:
         why = "VMI_CACHE_DIR=off" if os.environ.get("VMI_CACHE_DIR") else "no home directory"
         return [f"translation cache: off ({why})"]
     lines = [f"translation cache: {report['directory']}"]
+    if report["refused"]:
+        lines.append(f"refused: {report['refused']}; runs do not use the cache")
     if cleared:
         lines.append(f"removed {report['removed']} file(s)")
     if not report["files"]:
         lines.append("no translation files yet (the first run of some code writes one)")
     for info in report["files"]:
         which = "this version" if info["current"] else "an older version (unused)"
-        if "unreadable" in info:
-            detail = f"unreadable ({info['unreadable']}), ignored"
+        if "damaged" in info:
+            detail = f"DAMAGED: {info['damaged']}; a run drops it and rebuilds it"
+        elif "refused" in info:
+            detail = f"REFUSED: {info['refused']}; runs do not use the cache"
+        elif "unchecked" in info:
+            detail = "not checked (the directory is refused)"
         else:
             detail = f"{info['recipes']:,} instructions, {info['shapes']:,} shapes"
         lines.append(f"  {info['path']}: {info['bytes']:,} bytes, {which}; {detail}")
+    bad = sum("damaged" in info or "refused" in info for info in report["files"])
+    if bad:
+        lines.append(f"{bad} file(s) failed their check (python -m vmi cache --clear "
+                     "deletes them)")
     return lines
