@@ -415,7 +415,7 @@ def test_current_tss_too_small_to_save_the_task_is_ts():
     assert pre_fault(cpu, lambda: protected.far_jump(cpu, TSS_B_SEL, 0)) == (10, TSS_SEL)
 
 
-# -- debug --------------------------------------------------------------------------------------------
+# -- debug ----------------------------------------------------------------------------------
 def test_t_flag_raises_a_debug_trap_in_the_new_task():
     """SDM Vol.3A §7.2.1 (T flag), §17.2.3, §17.3.1.5: a switch to a task whose TSS
     has T = 1 raises #DB (DR6.BT set) before the new task's first instruction: the
