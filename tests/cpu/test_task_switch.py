@@ -427,6 +427,21 @@ def test_t_flag_raises_a_debug_trap_in_the_new_task():
     assert dwords(cpu, 0x67000 - 12, 2) == [TASK_CODE, K_CS]
 
 
+def test_t_flag_of_a_double_fault_task_is_a_debug_trap_not_a_triple_fault():
+    """SDM Vol.3A §17.3.1.5, §6.15: the #DB of a T flag follows a completed switch (the
+    #DF was delivered), so it is a new event in the new task, not an exception
+    raised while delivering the #DF (which would shut the processor down)."""
+    cpu = task_cpu(platform=True)
+    put_desc(cpu, TSS_D_SEL, tss_desc(TSS_D))
+    tss32(cpu, TSS_D, eip=0x62000, esp=0x6C000, trap=1)
+    put_gate(cpu, 8, task_gate(TSS_D_SEL))
+    put_gate(cpu, 13, struct.pack("<II", 0, 0))
+    cpu.r[0] = 0x7F8
+    run_code(cpu, bytes.fromhex("8ed8"))
+    assert cpu.tr[0] == TSS_D_SEL and cpu.eip == handler(1)
+    assert dwords(cpu, 0x6C000 - 16, 4) == [0x62000, K_CS, 0x4002, 0]  # NT: nested
+
+
 def test_task_switch_clears_the_local_breakpoint_enables():
     """SDM Vol.3A §17.2.4: L0-L3 (and LE) of DR7 are cleared on a task switch; the
     global enables stay."""

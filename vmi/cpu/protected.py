@@ -845,6 +845,11 @@ def deliver(cpu: Any, vector: int, error_code: int | None = None, *,
             _deliver_once(cpu, vector, error_code, software, ext)
             return
         except CPUException as nested:
+            if getattr(nested, "task_trap", False):
+                # The T flag of the TSS a task gate switched to: the event was
+                # delivered; the debug trap is a new one in the new task (§17.3.1.5).
+                deliver(cpu, nested.vector, None)
+                return
             vector, error_code, benign = escalate(cpu, chain, vector, benign, software, nested)
             software = False
             ext = 1

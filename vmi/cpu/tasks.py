@@ -317,8 +317,10 @@ def switch_tasks(cpu: Any, selector: int, desc: SegmentDescriptor, source: str, 
         cpu.code_context_changed()
     if image["trap"]:
         cpu.dr[6] |= DR6_BT
-        raise _new_task_fault(CPUException(DB, None, f"debug trap: the T flag of TSS "
-                                           f"{selector:#x} is set"))
+        trap = _new_task_fault(CPUException(DB, None, f"debug trap: the T flag of TSS "
+                                            f"{selector:#x} is set"))
+        trap.task_trap = True  # type: ignore[attr-defined]  # a new event, not a nested fault
+        raise trap
 
 
 def _load_ldt(cpu: Any, selector: int, ext: int) -> None:
