@@ -15,7 +15,7 @@ import pytest
 
 import vmi.cpu.ops.system  # noqa: F401  (registers the system instructions)
 from vmi.cpu import CPU, Memory, paging, protected
-from vmi.cpu.descriptors import ATTR_UNUSABLE, UnsupportedSystemFeature, fetch_descriptor
+from vmi.cpu.descriptors import ATTR_UNUSABLE, fetch_descriptor
 from vmi.cpu.errors import CPUException
 from vmi.cpu.platform import NativePlatform
 
@@ -423,12 +423,16 @@ def test_conforming_handler_runs_at_current_level():
     assert cpu.cpl == 3 and cpu.sreg[1] == CONFORMING_CS | 3 and cpu.r[4] == esp - 12
 
 
-def test_task_gate_is_refused_clearly():
-    """Task gates (SDM Vol.3A §6.11, §7.3) would switch tasks: not modelled, refused."""
+def test_task_gate_to_the_busy_current_tss_is_gp_with_ext():
+    """SDM Vol.2 INT n "TASK-GATE": a task gate naming a busy TSS is #GP(TSS selector,
+    EXT); an external interrupt's fault is delivered serially (tests/cpu/
+    test_task_switch.py has the switches themselves)."""
     cpu = system_cpu()
+    cpu.mem.write8(GDT + TSS_SEL + 5, 0x8B)  # the current TSS, busy as LTR leaves it
     put_gate(cpu, 0x22, struct.pack("<II", TSS_SEL << 16, 0x8500))
-    with pytest.raises(UnsupportedSystemFeature, match="task gate"):
-        cpu.platform.deliver_interrupt(cpu, 0x22)
+    esp = cpu.r[4]
+    cpu.platform.deliver_interrupt(cpu, 0x22)
+    assert cpu.eip == handler(13) and dwords(cpu, esp - 16, 1) == [TSS_SEL | 1]
 
 
 def test_16bit_interrupt_gate_pushes_words():
@@ -559,16 +563,15 @@ def test_iret_checks():
 
 def test_iret_with_nt_checks_the_back_link_then_refuses_the_task_switch():
     """SDM Vol.2 IRET "TASK-RETURN": NT = 1 returns to the task named by the back
-    link of the current TSS; a link that is not a busy TSS is #TS(link). A valid
-    one would switch tasks, which is not modelled and is refused clearly."""
+    link of the current TSS; a link that is not a busy TSS is #TS(link), one whose
+    limit is below 0x67 #TS(link) too (Vol.3A §7.2.2)."""
     cpu = system_cpu(platform=False)
     cpu.eflags = 0x4002
     cpu.mem.write16(TSS, K_DS)  # back link: a data segment
     assert fault_of(lambda: protected.iret(cpu, 32)) == (10, K_DS)
-    put_desc(cpu, 0xC8, seg_desc(0x3200, 103, 0xB, s=0, db=0))  # a busy TSS
+    put_desc(cpu, 0xC8, seg_desc(0x3200, 0x20, 0xB, s=0, db=0))  # a busy, too short TSS
     cpu.mem.write16(TSS, 0xC8)
-    with pytest.raises(UnsupportedSystemFeature, match="NT=1"):
-        protected.iret(cpu, 32)
+    assert fault_of(lambda: protected.iret(cpu, 32)) == (10, 0xC8)
 
 
 # -- segment loads ------------------------------------------------------------------------------
@@ -629,7 +632,8 @@ def test_ldt_selector():
 def test_far_jump_rules():
     """SDM Vol.3A §5.8.1-§5.8.2 / Vol.2 JMP: non-conforming code needs DPL = CPL and
     RPL <= CPL; conforming code needs DPL <= CPL and keeps the CPL; CS.RPL becomes
-    the CPL; a target beyond the limit is #GP(0); call gates are refused."""
+    the CPL; a target beyond the limit is #GP(0); JMP through a call gate to a more
+    privileged non-conforming segment is #GP(CS selector) (it never changes CPL)."""
     cpu = system_cpu(cpl=3, platform=False)
     assert fault_of(lambda: protected.far_jump(cpu, KERNEL_CS, 0)) == (13, KERNEL_CS)
     assert fault_of(lambda: protected.far_jump(cpu, 0, 0)) == (13, 0)
@@ -640,14 +644,13 @@ def test_far_jump_rules():
     protected.far_jump(cpu, R1_CS16, 0x100)
     assert cpu.code_bits == 16 and cpu.sreg[1] == R1_CS16
     assert fault_of(lambda: protected.far_jump(cpu, ABSENT_CS, 0)) == (13, ABSENT_CS)
-    with pytest.raises(UnsupportedSystemFeature, match="call gate"):
-        protected.far_jump(cpu, CALL_GATE, 0)
+    assert fault_of(lambda: protected.far_jump(cpu, CALL_GATE, 0)) == (13, K_CS)
 
 
-def test_gates_and_tss_targets_fault_before_they_are_refused():
+def test_gates_and_tss_targets_are_checked_first():
     """SDM Vol.2 JMP/CALL, RET, IRET: a call gate or TSS named by JMP/CALL is checked
     (DPL < CPL or RPL -> #GP(selector), not present -> #NP(selector), busy TSS ->
-    #GP(selector)) before the transfer that is not modelled is refused; a system
+    #GP(selector)) before the transfer through it; a system
     descriptor popped by RET or IRET is simply not code: #GP(selector)."""
     cpu = system_cpu(cpl=3, platform=False)
     assert fault_of(lambda: protected.far_jump(cpu, TSS_SEL, 0)) == (13, TSS_SEL)  # DPL 0

@@ -74,10 +74,10 @@ TSS32_LDT, TSS32_IOMAP = 96, 102
 
 
 class UnsupportedSystemFeature(NotImplementedError):
-    """A guest asked for a processor feature this model refuses rather than fakes:
-    task switches (task gates, IRET with NT=1, far transfers to a TSS), call gates,
-    virtual-8086 mode entries and exits. The message names the feature and the
-    selector or vector that asked for it."""
+    """A guest asked for a processor feature this model refuses rather than fakes
+    (the VMI monitor refuses a task gate in a guest's IDT with it; its own
+    refusals, ``vmi.hypervisor.errors.MonitorRefusal``, are a subclass). The
+    message names the feature and the selector or vector that asked for it."""
 
 
 # -- selectors (SDM Vol.3A §3.4.2) ------------------------------------------------

@@ -14,7 +14,9 @@ Entry points (all take the ``CPU`` first):
 
 * ``load_segment(cpu, seg, selector)``: MOV/POP/LDS.. to DS, ES, FS, GS, SS.
 * ``far_jump(cpu, selector, offset)``, ``far_call(cpu, selector, offset, opsize)``,
-  ``far_return(cpu, opsize, release)``: JMP/CALL/RET far between code segments.
+  ``far_return(cpu, opsize, release)``: JMP/CALL/RET far between code segments;
+  JMP and CALL through call gates (``vmi.cpu.gates``) and to TSSs and task gates
+  (``vmi.cpu.tasks``).
 * ``iret(cpu, opsize)``: IRET/IRETD.
 * ``deliver(cpu, vector, error_code, software=..., external=...)``: an
   interrupt or exception through the IDT, with the double- and triple-fault
@@ -24,9 +26,10 @@ Entry points (all take the ``CPU`` first):
 
 Virtual-8086 mode is entered by IRETD at CPL 0 and left by interrupts and
 exceptions (to ring 0, with the v86 data segments saved and nulled); IRET inside
-it is IOPL-sensitive. Refused with ``UnsupportedSystemFeature`` (never faked):
-task gates and task switches (IRET with NT=1 to a valid TSS, far transfers to a
-TSS or task gate) and call gates.
+it is IOPL-sensitive. Task switches (far JMP/CALL to a TSS or task gate, task
+gates in the IDT, IRET with NT = 1) are ``vmi.cpu.tasks``; faults they raise after
+their commit point carry ``new_task = True`` (they belong to the new task, whose
+EIP they save).
 """
 
 from __future__ import annotations
@@ -222,45 +225,51 @@ def load_segment(cpu: Any, seg: int, selector: int) -> None:
 
 
 # -- far transfers (SDM Vol.3A §5.8; Vol.2 JMP, CALL, RET) ------------------------------
-def _check_system_target(cpu: Any, selector: int, desc: SegmentDescriptor, what: str) -> None:
-    """A far JMP or CALL that names a system descriptor (SDM Vol.2 JMP/CALL; Vol.3A
-    §5.8.3 call gates, §7.3 task switching): a call gate, task gate or available
-    TSS whose DPL is below the CPL or the RPL is #GP(selector), a not-present one
-    #NP(selector), a busy TSS #GP(selector); one that passes would need a call gate
-    transfer or a task switch, which are refused. Other system types fall through
-    to the "not a code segment" #GP of the caller."""
-    kinds = {4: "a 16-bit call gate", 12: "a call gate", 5: "a task gate",
-             1: "a 16-bit TSS", 9: "a TSS"}
+#: The system descriptors a far JMP or CALL may name (SDM Vol.3A Table 3-2).
+_SYSTEM_TARGETS = {4: "a 16-bit call gate", 12: "a call gate", 5: "a task gate",
+                   1: "a 16-bit TSS", 9: "a TSS"}
+
+
+def _check_system_target(cpu: Any, selector: int, desc: SegmentDescriptor, what: str) -> bool:
+    """A far JMP or CALL that names a system descriptor (SDM Vol.2 JMP/CALL "CALL-GATE",
+    "TASK-GATE", "TASK-STATE-SEGMENT"; Vol.3A §5.8.3, §7.3): a busy TSS is
+    #GP(selector); a call gate, task gate or available TSS whose DPL is below the
+    CPL or the RPL is #GP(selector), a not-present one #NP(selector). Returns True
+    for one that passed (the caller transfers through it: ``vmi.cpu.gates``,
+    ``vmi.cpu.tasks``), False for a code or data segment. Other system types are
+    left to the caller's "not a code segment" #GP."""
     if desc.s:
-        return
+        return False
     if desc.type in (3, 11):
         raise CPUException(GP, selector_error(selector), f"{what} to a busy TSS: "
                            f"{describe(desc)}")
-    if desc.type not in kinds:
-        return
+    if desc.type not in _SYSTEM_TARGETS:
+        return False
     if desc.dpl < cpu.cpl or desc.dpl < selector & 3:
         raise CPUException(GP, selector_error(selector), f"{what} at CPL {cpu.cpl} "
                            f"with RPL {selector & 3} through {describe(desc)}")
     if not desc.present:
         raise CPUException(NP, selector_error(selector), f"not present: {describe(desc)}")
-    raise UnsupportedSystemFeature(f"{what} through {kinds[desc.type]} "
-                                   f"({describe(desc)}) is not modelled")
+    return True
 
 
-def check_code_target(cpu: Any, selector: int, what: str) -> SegmentDescriptor:
-    """The checks of a far JMP or CALL to a code segment (SDM Vol.3A §5.8.1, §5.8.2;
-    Vol.2 JMP): null -> #GP(0); beyond the table or not code -> #GP(selector);
-    conforming with DPL > CPL, or non-conforming with RPL > CPL or DPL != CPL ->
-    #GP(selector); not present -> #NP(selector). Gates and TSSs that pass their own
-    checks are refused (``_check_system_target``)."""
-    selector &= 0xFFFF
+def _target_descriptor(cpu: Any, selector: int, what: str) -> SegmentDescriptor:
+    """The descriptor a far JMP or CALL names: null -> #GP(0); beyond the table ->
+    #GP(selector) (SDM Vol.2 JMP/CALL)."""
     if is_null(selector):
         raise CPUException(GP, 0, f"{what} to a null selector")
     desc = fetch_descriptor(cpu, selector)
     if desc is None:
         raise CPUException(GP, selector_error(selector),
                            f"{what}: selector {selector:#x} beyond the table limit")
-    _check_system_target(cpu, selector, desc, what)
+    return desc
+
+
+def _check_code(cpu: Any, selector: int, desc: SegmentDescriptor, what: str) -> SegmentDescriptor:
+    """The checks of a far JMP or CALL straight to a code segment (SDM Vol.3A §5.8.1,
+    §5.8.2): not code -> #GP(selector); conforming with DPL > CPL, or
+    non-conforming with RPL > CPL or DPL != CPL -> #GP(selector); not present ->
+    #NP(selector)."""
     cpl = cpu.cpl
     if not desc.is_code:
         raise CPUException(GP, selector_error(selector), f"{what} to {describe(desc)}")
@@ -276,10 +285,33 @@ def check_code_target(cpu: Any, selector: int, what: str) -> SegmentDescriptor:
     return desc
 
 
+def check_code_target(cpu: Any, selector: int, what: str) -> SegmentDescriptor:
+    """The checks of a far JMP or CALL to a code segment (``_target_descriptor``, then
+    ``_check_code``); a gate or TSS target, once its own checks pass, is refused
+    here: callers that transfer through them use ``far_jump``/``far_call``."""
+    selector &= 0xFFFF
+    desc = _target_descriptor(cpu, selector, what)
+    if _check_system_target(cpu, selector, desc, what):
+        raise UnsupportedSystemFeature(f"{what} through {_SYSTEM_TARGETS[desc.type]} "
+                                       f"({describe(desc)}) is not a code segment")
+    return _check_code(cpu, selector, desc, what)
+
+
 def far_jump(cpu: Any, selector: int, offset: int) -> None:
-    """JMP ptr16:32 / m16:32 in protected mode: the code-segment checks, then the new
-    EIP against the new limit (#GP(0)); CS is loaded with RPL = CPL (Vol.2 JMP)."""
-    desc = check_code_target(cpu, selector, "far jmp")
+    """JMP ptr16:32 / m16:32 in protected mode: to a code segment, the checks of
+    ``_check_code`` and the new EIP against the new limit (#GP(0)); CS is loaded with
+    RPL = CPL (Vol.2 JMP). Through a call gate (``gates.jump_through_gate``, never a
+    privilege change) or to a TSS or task gate (a task switch without nesting,
+    ``tasks.far_transfer_to_task``) once their checks pass."""
+    selector &= 0xFFFF
+    desc = _target_descriptor(cpu, selector, "far jmp")
+    if _check_system_target(cpu, selector, desc, "far jmp"):
+        if desc.type in (4, 12):
+            gates.jump_through_gate(cpu, desc)
+        else:
+            tasks.far_transfer_to_task(cpu, selector, desc, tasks.JMP)
+        return
+    _check_code(cpu, selector, desc, "far jmp")
     if offset > desc.limit:
         raise CPUException(GP, 0, f"far jmp to {offset:#x} beyond the CS limit {desc.limit:#x}")
     _mark_accessed(cpu, desc)
@@ -307,12 +339,25 @@ def _set_esp(cpu: Any, value: int, stack_bits: int) -> None:
 
 def far_call(cpu: Any, selector: int, offset: int, opsize: int,
              return_ip: int | None = None) -> None:
-    """CALL ptr16:32 / m16:32 to a code segment of the same privilege (SDM Vol.3A
-    §5.8.2; Vol.2 CALL): the checks of ``check_code_target``, the new EIP against
-    the new limit (#GP(0)), then push CS and the return EIP (``return_ip``, by
-    default ``cpu.eip``, which the run loop has set to the next instruction) as
-    ``opsize``-bit slots (CS zero-extended) on the current stack, then load CS:EIP."""
-    desc = check_code_target(cpu, selector, "far call")
+    """CALL ptr16:32 / m16:32 (SDM Vol.3A §5.8.2; Vol.2 CALL). To a code segment of
+    the same privilege: the checks of ``_check_code``, the new EIP against the new
+    limit (#GP(0)), then push CS and the return EIP (``return_ip``, by default
+    ``cpu.eip``, which the run loop has set to the next instruction) as
+    ``opsize``-bit slots (CS zero-extended) on the current stack, then load CS:EIP.
+    Through a call gate (``gates.call_through_gate``: same level or inward with a
+    stack switch) or to a TSS or task gate (a nesting task switch,
+    ``tasks.far_transfer_to_task``) once their checks pass."""
+    selector &= 0xFFFF
+    desc = _target_descriptor(cpu, selector, "far call")
+    if _check_system_target(cpu, selector, desc, "far call"):
+        if desc.type in (4, 12):
+            gates.call_through_gate(cpu, desc, cpu.eip if return_ip is None else return_ip)
+        else:
+            if return_ip is not None:
+                cpu.eip = return_ip & M32  # the old task resumes after the CALL
+            tasks.far_transfer_to_task(cpu, selector, desc, tasks.CALL)
+        return
+    _check_code(cpu, selector, desc, "far call")
     unit = opsize // 8
     if offset > desc.limit:
         raise CPUException(GP, 0, f"far call to {offset:#x} beyond the CS limit")
@@ -507,30 +552,6 @@ def return_to_v86(cpu: Any) -> None:
     refresh(cpu)
 
 
-def task_return(cpu: Any) -> None:
-    """IRET with NT = 1: the checks of SDM Vol.2 IRET "TASK-RETURN" on the previous
-    task link (offset 0 of the current TSS), then a refusal, since the task switch
-    itself is not modelled. The link must select the GDT within its limit
-    (#TS(link) otherwise), name a busy TSS (#TS(link)) that is present
-    (#NP(link)); only a return that would really switch tasks is refused, so a
-    guest with a garbage link faults as on hardware."""
-    from vmi.cpu.paging import read_linear
-
-    link = read_linear(cpu, cpu.tr[1], 2, user=False)
-    desc = None if link & 4 else fetch_descriptor(cpu, link)
-    if desc is None:
-        raise CPUException(TS, selector_error(link), f"IRET with NT=1: previous-task link "
-                           f"{link:#x} is not a GDT selector within the limit")
-    if desc.s or desc.type not in (3, 11):
-        raise CPUException(TS, selector_error(link), "IRET with NT=1: previous-task link "
-                           f"does not name a busy TSS: {describe(desc)}")
-    if not desc.present:
-        raise CPUException(NP, selector_error(link), f"not present: {describe(desc)}")
-    raise UnsupportedSystemFeature(
-        f"IRET with EFLAGS.NT=1 returns to the task of TSS {link:#x} (the back link of "
-        f"TSS {cpu.tr[0]:#x}): task switching is not modelled")
-
-
 def iret(cpu: Any, opsize: int) -> None:
     """IRET (``opsize`` 16) or IRETD (32) in protected mode.
 
@@ -542,8 +563,8 @@ def iret(cpu: Any, opsize: int) -> None:
     Nothing is delivered between this instruction and the next, and there is no
     interrupt shadow after it (reference §5 fact 4).
 
-    NT = 1 asks for a task return: its checks are made (``task_return``) and a
-    real switch is refused. In virtual-8086 mode see ``v86_iret``; a CPL-0 IRETD
+    NT = 1 is a task return to the previous-task link (``tasks.task_return``).
+    In virtual-8086 mode see ``v86_iret``; a CPL-0 IRETD
     whose EFLAGS image has VM = 1 enters that mode (``return_to_v86``).
     """
     flags = cpu.flags
@@ -551,7 +572,8 @@ def iret(cpu: Any, opsize: int) -> None:
         v86_iret(cpu, opsize)
         return
     if flags & fl.NT:
-        task_return(cpu)
+        tasks.task_return(cpu)
+        return
     unit = opsize // 8
     read = cpu.rd32 if unit == 4 else cpu.rd16
     slots = _stack_offsets(cpu, cpu.r[4], 5, unit, down=False)
@@ -635,14 +657,23 @@ def _deliver_once(cpu: Any, vector: int, error_code: int | None, software: bool,
     if gate is None:
         raise CPUException(GP, idt_error(vector, ext),
                            f"vector {vector:#x} beyond the IDT limit {cpu.idtr[1]:#x}")
-    if gate.kind == "task":
-        raise UnsupportedSystemFeature(
-            f"IDT entry {vector:#x} is a task gate (TSS selector {gate.selector:#x}): "
-            "task switching is not modelled")
     if gate.kind == "invalid":
         raise CPUException(GP, idt_error(vector, ext),
                            f"IDT entry {vector:#x} has type {gate.type}, not a gate")
     cpl = cpu.cpl
+    if gate.kind == "task":
+        # Vol.2 INT n "TASK-GATE"; Vol.3A §6.11.1: the gate DPL (INT n only) and P,
+        # then a nesting task switch; the error code goes on the new task's stack.
+        if software and gate.dpl < cpl:
+            raise CPUException(GP, idt_error(vector, 0),
+                               f"int {vector:#x} at CPL {cpl} through a DPL {gate.dpl} task gate")
+        if not gate.present:
+            raise CPUException(NP, idt_error(vector, ext), f"IDT entry {vector:#x} not present")
+        pushed = (error_code or 0) if not software and vector in ERROR_CODE_VECTORS else None
+        cpu.shadow = False
+        cpu.halted = False
+        tasks.deliver_through_task_gate(cpu, vector, gate.selector, pushed, ext)
+        return
     # The gate DPL protects INT n, INT3 and INTO only (§6.12.1.1).
     if software and gate.dpl < cpl:
         raise CPUException(GP, idt_error(vector, 0),
@@ -749,7 +780,7 @@ def escalate(cpu: Any, chain: list, vector: int, benign: bool, software: bool,
     not-present gate, ...) is reported on the INT instruction (§6.5, §6.12.1.1).
     Shared by native delivery and the VMI monitor's injection."""
     chain.append((nested.vector, nested.error_code, nested.detail))
-    if software:
+    if software and not getattr(nested, "new_task", False):
         start = software_instruction_start(cpu)
         if start is not None:
             cpu.eip = start
@@ -814,6 +845,11 @@ def deliver(cpu: Any, vector: int, error_code: int | None = None, *,
             _deliver_once(cpu, vector, error_code, software, ext)
             return
         except CPUException as nested:
+            if getattr(nested, "task_trap", False):
+                # The T flag of the TSS a task gate switched to: the event was
+                # delivered; the debug trap is a new one in the new task (§17.3.1.5).
+                deliver(cpu, nested.vector, None)
+                return
             vector, error_code, benign = escalate(cpu, chain, vector, benign, software, nested)
             software = False
             ext = 1
@@ -941,6 +977,9 @@ def _iret_bytes(cpu: Any, size: int) -> None:
 
 #: ``vmi.cpu.segmentation`` and ``vmi.cpu.ops.far`` call these in protected mode (their
 #: sizes are in bytes per stack slot, ours in bits).
+# The gate and task modules use this one's helpers: imported once it is complete.
+from vmi.cpu import gates, tasks  # noqa: E402
+
 segmentation.PROTECTED.update({
     "load": load_segment, "jump": far_jump, "call": _call_bytes,
     "return": _return_bytes, "iret": _iret_bytes,

@@ -249,17 +249,23 @@ def load_far_pointer(insn: Instruction, cpu: Any) -> Template | Execute:
     return build(body, d.params, params, LOAD=load_segment, SEG=_LOAD_POINTER[insn.mnemonic])
 
 
+#: After a far JMP or CALL: a task switch (vmi.cpu.tasks) loads the new task's
+#: EFLAGS, and one that sets TF or IF leaves a fast batch (as IRET and POPF do).
+_NEW_FLAGS = "if cpu.flags & 0x100 or cpu.flags & ~f & 0x200:\n    raise StopBatch()"
+
+
 @semantics("ljmp")
 def ljmp(insn: Instruction, cpu: Any) -> Template | Execute:
     """``ljmp $sel,$off`` (EA) and ``ljmp *m16:16/32`` (FF /5): load CS:EIP (SDM Vol.2
-    JMP; far_jump checks EIP against the CS limit)."""
+    JMP; far_jump checks EIP against the CS limit), or go through a call gate or
+    switch tasks in protected mode."""
     (target,) = insn.operands
     if isinstance(target, FarPointer):
-        return build("FAR(cpu, SEL, OFF)", FAR=far_jump, SEL=target.selector,
-                     OFF=target.offset)
+        return build("f = cpu.flags\nFAR(cpu, SEL, OFF)\n" + _NEW_FLAGS, FAR=far_jump,
+                     SEL=target.selector, OFF=target.offset)
     lines, params = _far_pointer(target, insn.opsize, "t")
-    return build("\n".join(["r = cpu.r", *lines, "FAR(cpu, sel, off)"]), params,
-                 FAR=far_jump)
+    return build("\n".join(["r = cpu.r", *lines, "f = cpu.flags", "FAR(cpu, sel, off)",
+                            _NEW_FLAGS]), params, FAR=far_jump)
 
 
 @semantics("lcall")
@@ -270,10 +276,12 @@ def lcall(insn: Instruction, cpu: Any) -> Template | Execute:
     size = insn.opsize // 8
     ret = insn.next_address & ((1 << insn.opsize) - 1)
     if isinstance(target, FarPointer):
-        return build("CALL(cpu, SEL, OFF, SIZE, RET)", CALL=far_call, SEL=target.selector,
-                     OFF=target.offset, SIZE=size, RET=ret)
+        return build("f = cpu.flags\nCALL(cpu, SEL, OFF, SIZE, RET)\n" + _NEW_FLAGS,
+                     CALL=far_call, SEL=target.selector, OFF=target.offset, SIZE=size,
+                     RET=ret)
     lines, params = _far_pointer(target, insn.opsize, "t")
-    return build("\n".join(["r = cpu.r", *lines, "CALL(cpu, sel, off, SIZE, RET)"]), params,
+    return build("\n".join(["r = cpu.r", *lines, "f = cpu.flags",
+                            "CALL(cpu, sel, off, SIZE, RET)", _NEW_FLAGS]), params,
                  CALL=far_call, SIZE=size, RET=ret)
 
 
