@@ -25,8 +25,7 @@ def command(source: Path, macros: str, output: Path | None, listing: bool, base:
     """Assemble SOURCE (GNU as AT&T syntax) into a flat image placed at --base.
 
     Errors are printed as file:line:col with the source line, all of them (up
-    to 20) in one run; the exit status is then 1 and nothing is written (2 for
-    bad usage: a bad --base or --define).
+    to 20) in one run; the exit status is then 1 and nothing is written.
     """
     from vmi.asm import AsmError, assemble
 
