@@ -326,9 +326,9 @@ class Journal:
 
     def record(self, path: str, outcome: dict[str, Any]) -> None:
         key = (path, tuple(outcome["schedule"]))
-        if key not in self.done:
-            self.done[key] = outcome
+        if key not in self.done:  # written first: ``done`` never claims an unwritten line
             self._write({"path": path, "schedule": list(key[1]), "outcome": outcome})
+            self.done[key] = outcome
 
     def close(self) -> None:
         if self._file is not None:
@@ -371,18 +371,24 @@ def run_jobs(jobs: Sequence[Job], executor: Executor, *, journal: Journal | None
 
     def keep(finished: list[tuple[str, dict[str, Any]]]) -> None:
         for path, outcome in finished:
-            results[(path, tuple(outcome["schedule"]))] = outcome
             if journal is not None:
                 journal.record(path, outcome)
+            results[(path, tuple(outcome["schedule"]))] = outcome
         if progress is not None:
             progress(len(finished))
+
+    def stopped(cause: str) -> Interrupted:
+        """Interrupted, counting what is kept: with a journal, what it holds (Ctrl-C
+        may land between journalling an outcome and counting it)."""
+        kept = len(wanted & journal.done.keys()) if journal is not None else len(results)
+        return Interrupted(kept, len(jobs), cause)
 
     if isinstance(executor, SerialExecutor):
         try:
             for job in todo:
                 keep(run_chunk([job]))
         except KeyboardInterrupt:
-            raise Interrupted(len(results), len(jobs), "interrupted") from None
+            raise stopped("interrupted") from None
         return results
     chunk = chunk or getattr(executor, "chunk", CHUNK)
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
@@ -397,12 +403,11 @@ def run_jobs(jobs: Sequence[Job], executor: Executor, *, journal: Journal | None
             keep(finished)
     except KeyboardInterrupt:
         _salvage([f for f in futures if id(f) not in taken], keep)
-        raise Interrupted(len(results), len(jobs), "interrupted") from None
+        raise stopped("interrupted") from None
     except JobError:
         raise
     except Exception as error:  # a lost worker: BrokenProcessPool, a Dask KilledWorker
-        raise Interrupted(len(results), len(jobs),
-                          f"a worker was lost ({type(error).__name__}: {error})") from None
+        raise stopped(f"a worker was lost ({type(error).__name__}: {error})") from None
     return results
 
 

@@ -149,7 +149,7 @@ def legend(*, untried: bool = False) -> str:
 
 def tried_summary(reports: list[PathReport]) -> str:
     """How much of the paths a search covered, in words: ``the 5 schedules tried (5
-    of 11 boundaries)``."""
+    of 11 boundaries tried as the first interrupt)``."""
     schedules = sum(len(r.outcomes) for r in reports)
     tried = sum(sum(r.tried()) for r in reports)
     total = sum(len(r.scenario.boundaries) for r in reports)
