@@ -151,7 +151,8 @@ def processes(count: int) -> Executor:
 def _children_ignore_interrupts() -> Iterator[None]:
     """SIGINT ignored while processes are started, so they inherit that (an ignored
     signal stays ignored across fork and exec, and Python keeps it so), then this
-    process's handler back."""
+    process's handler back. A Ctrl-C during those few seconds of start-up is
+    ignored with them; the next one stops the sweep."""
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread: signals are not ours to change
