@@ -149,6 +149,6 @@ def test_the_command_measures_for_real():
 ])
 def test_bad_input_is_one_line(args, message):
     result = invoke(*args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad usage
     assert result.output.startswith(f"Error: {message}")
     assert result.output.count("\n") == 1 and "Traceback" not in result.output

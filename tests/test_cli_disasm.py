@@ -170,5 +170,5 @@ def test_module_entry_point() -> None:
         [sys.executable, "-m", "vmi", "disasm", "--hex", "q"],
         capture_output=True, text=True, check=False,
     )
-    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.returncode == 2 and bad.stdout == ""  # bad usage
     assert bad.stderr.strip().splitlines() == ["Error: --hex: 'q' at position 1 is not a hex digit"]

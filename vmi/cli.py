@@ -1,15 +1,33 @@
 """The ``vmi`` command line: ``python -m vmi COMMAND``.
 
 Every error a person can cause ends in one line naming the place and the
-cause and exit status 1 (2 for bad usage), never a Python traceback.
+cause, never a Python traceback. Exit statuses (docs/cli.md): 0 success, 1 a
+failure the command reports, 2 bad usage, 130 interrupted (Ctrl-C; click's own
+"Aborted!" would say 1, which a script could not tell from a failed check).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from vmi.commands import EXIT_INTERRUPTED
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Group(click.Group):
+    """The command group, with Ctrl-C turned into one line and exit status 130."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            name = f"vmi {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "vmi"
+            click.echo(f"{name}: interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vmi")
 def main() -> None:
     """vmi: an i386 interpreter and VMI hypervisor model for studying the IRET race."""
@@ -34,3 +52,5 @@ def _add_command_modules() -> None:
 
 
 _add_command_modules()
+
+__all__ = ["main"]

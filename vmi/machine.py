@@ -13,7 +13,7 @@ schedule give the same trace, bit for bit (``trace_digest``).
 from __future__ import annotations
 
 import hashlib
-import io
+import heapq
 import json
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -31,7 +31,9 @@ from vmi.cpu.realmode import reset
 from vmi.devices import Console, InterruptController, IntervalTimer, PortBus
 
 SNAPSHOT_FORMAT = "vmi-snapshot"
-SNAPSHOT_VERSION = 1
+#: Version 2 adds ``digest`` (SHA-256 over the metadata and memory); 1 is still read.
+SNAPSHOT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @frozen(order=True)
@@ -150,7 +152,9 @@ class Machine:
             cpu.io = self.ports
             cpu.platform = self.platform
         self.set_interleaving(interleaving)
-        self.schedule: list[ScheduledInterrupt] = []
+        #: Per CPU, its scheduled interrupts not yet raised: a heap by (cycle, vector),
+        #: so a step looks only at the earliest (``_raise_due``), however many wait.
+        self._pending: list[list[ScheduledInterrupt]] = [[] for _ in self.cpus]
         self.add_schedule(schedule)
         self.steps = 0
         self._trace: Any = None
@@ -171,13 +175,23 @@ class Machine:
         return self.cpus[self.interleaving[self._turn]]
 
     def add_schedule(self, events: Iterable[ScheduledInterrupt | tuple[int, int, int]]) -> None:
+        """Schedule interrupts (``ScheduledInterrupt`` or ``(cycle, cpu, vector)``);
+        all are checked before any is added."""
+        checked = []
         for event in events:
             if not isinstance(event, ScheduledInterrupt):
                 event = ScheduledInterrupt(*event)
             if not 0 <= event.cpu < len(self.cpus) or not 0 <= event.vector <= 255:
                 raise ValueError(f"bad scheduled interrupt {event}")
-            self.schedule.append(event)
-        self.schedule.sort()
+            checked.append(event)
+        for event in checked:
+            heapq.heappush(self._pending[event.cpu], event)
+
+    @property
+    def schedule(self) -> list[ScheduledInterrupt]:
+        """The scheduled interrupts not yet raised, sorted (a copy: change it with
+        ``add_schedule``)."""
+        return sorted(event for heap in self._pending for event in heap)
 
     def start_trace(self) -> None:
         """Hash every step from now on (see ``trace_digest``)."""
@@ -193,22 +207,18 @@ class Machine:
         index = cpu.index
         if self.timer.due(index, cpu.cycles):
             self.pic.raise_irq(0, index)
-        schedule = self.schedule
-        i = 0
-        while i < len(schedule):
-            event = schedule[i]
-            if event.cpu == index and event.cycle <= cpu.cycles:
-                self.pic.raise_vector(index, event.vector)
-                del schedule[i]
-            else:
-                i += 1
+        heap = self._pending[index]
+        while heap and heap[0].cycle <= cpu.cycles:  # in (cycle, vector) order
+            self.pic.raise_vector(index, heapq.heappop(heap).vector)
 
     def _next_event_cycle(self, cpu: CPU) -> int | None:
         """The next cycle at which something may raise an interrupt on ``cpu``."""
-        candidates = [e.cycle for e in self.schedule if e.cpu == cpu.index]
-        if self.timer.period:
-            candidates.append(self.timer.deadline[cpu.index])
-        return min(candidates) if candidates else None
+        heap = self._pending[cpu.index]
+        scheduled = heap[0].cycle if heap else None
+        if not self.timer.period:
+            return scheduled
+        deadline = self.timer.deadline[cpu.index]
+        return deadline if scheduled is None else min(scheduled, deadline)
 
     def step(self) -> tuple[int, str, int]:
         """Advance one boundary; returns ``(cpu, kind, value)``: kind is
@@ -370,7 +380,8 @@ class Machine:
         self.pic.set_state(snap["devices"]["pic"])
         self.timer.set_state(snap["devices"]["timer"])
         self.console.set_state(snap["devices"]["console"])
-        self.schedule = [ScheduledInterrupt(*e) for e in snap["schedule"]]
+        self._pending = [[] for _ in self.cpus]
+        self.add_schedule(snap["schedule"])
         self.interleaving = list(snap["interleaving"])
         self._turn = snap["turn"]
         self.steps = snap["steps"]
@@ -399,44 +410,86 @@ class Machine:
         return True
 
     def save(self, path: str | Path) -> None:
-        """Write a snapshot file (a zip: ``meta.json`` + ``memory.bin``)."""
+        """Write a snapshot file (a zip: ``meta.json`` + ``memory.bin``; format
+        version 2 adds ``digest``, a SHA-256 over both, so any damage is found).
+        Atomic: written to a temporary file beside ``path`` and renamed over it, so
+        a failure part way (a full disk) leaves the previous file as it was."""
+        from vmi.files import write_atomically
+
         snap = self.snapshot()
-        memory = snap.pop("memory").array()
+        memory = snap.pop("memory").array().tobytes()
         meta = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
-                "memory_size": int(memory.size), **snap}
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("meta.json", json.dumps(meta))
-            archive.writestr("memory.bin", memory.tobytes())
+                "memory_size": len(memory), **snap}
+        meta["digest"] = _snapshot_digest(meta, memory)
+
+        def write(out: Any) -> None:
+            with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr("meta.json", json.dumps(meta))
+                archive.writestr("memory.bin", memory)
+
+        write_atomically(path, write)
 
     def load(self, path: str | Path) -> None:
-        """Restore a snapshot file; a corrupt or foreign file raises ``SnapshotError``."""
+        """Restore a snapshot file; a missing, foreign, damaged or truncated file
+        raises ``SnapshotError`` (one line naming the file) and leaves the machine
+        as it was."""
         snap = read_snapshot(path)
         before = self.snapshot()
         try:
             self.restore(snap)
-        except (KeyError, TypeError, ValueError, IndexError) as error:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                OverflowError) as error:
             self.restore(before)  # leave the machine as it was
             raise SnapshotError(f"{path}: damaged snapshot ({error!r})") from None
 
 
+def _snapshot_digest(meta: dict[str, Any], memory: bytes) -> str:
+    """SHA-256 over the snapshot's metadata (canonical JSON, without the digest) and
+    its memory image."""
+    body = json.dumps({k: v for k, v in meta.items() if k != "digest"}, sort_keys=True,
+                      separators=(",", ":"))
+    digest = hashlib.sha256(body.encode())
+    digest.update(memory)
+    return digest.hexdigest()
+
+
 def read_snapshot(path: str | Path) -> dict[str, Any]:
-    """Read and check a snapshot file written by ``Machine.save``."""
+    """Read and check a snapshot file written by ``Machine.save`` (format version 2,
+    checked against its digest; version 1 files, which have none, are still read,
+    relying on the zip's CRC-32). Every problem is a ``SnapshotError`` whose one
+    line names the file: ``not a vmi snapshot`` or ``damaged snapshot`` and why."""
     try:
         with zipfile.ZipFile(path) as archive:
             meta = json.loads(archive.read("meta.json"))
             raw = archive.read("memory.bin")
     except FileNotFoundError:
         raise SnapshotError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError, EOFError) as error:
-        raise SnapshotError(f"{path}: not a vmi snapshot ({error})") from None
-    except (zipfile.LargeZipFile, io.UnsupportedOperation, ValueError) as error:
-        raise SnapshotError(f"{path}: damaged snapshot ({error})") from None
+    except IsADirectoryError:
+        raise SnapshotError(f"{path}: is a directory, not a snapshot file") from None
+    except PermissionError as error:
+        raise SnapshotError(f"{path}: {error.strerror}") from None
+    except zipfile.BadZipFile as error:
+        # not a zip at all, or one whose structure or CRC-32 is damaged
+        what = "damaged snapshot" if zipfile.is_zipfile(path) else "not a vmi snapshot"
+        raise SnapshotError(f"{path}: {what} ({error})") from None
+    except KeyError as error:  # a zip without our members
+        raise SnapshotError(f"{path}: not a vmi snapshot (no {error})") from None
+    except Exception as error:  # noqa: BLE001 - zlib.error, EOFError, a flipped flag...
+        # A bit flip in a zip can surface as almost anything zipfile or zlib raise
+        # (zlib.error, EOFError, NotImplementedError for a "new" compression method,
+        # RuntimeError for an "encrypted" member, UnicodeDecodeError, ...).
+        raise SnapshotError(f"{path}: damaged snapshot ({type(error).__name__}: "
+                            f"{error})") from None
     if not isinstance(meta, dict) or meta.get("format") != SNAPSHOT_FORMAT:
         raise SnapshotError(f"{path}: not a vmi snapshot (format {meta.get('format')!r})"
                             if isinstance(meta, dict) else f"{path}: not a vmi snapshot")
-    if meta.get("version") != SNAPSHOT_VERSION:
-        raise SnapshotError(f"{path}: snapshot format version {meta.get('version')}, "
-                            f"this vmi reads version {SNAPSHOT_VERSION}")
+    version = meta.get("version")
+    if version not in READABLE_VERSIONS:
+        raise SnapshotError(f"{path}: snapshot format version {version}, this vmi reads "
+                            f"versions {', '.join(str(v) for v in READABLE_VERSIONS)}")
+    if version >= 2 and meta.get("digest") != _snapshot_digest(meta, raw):
+        raise SnapshotError(f"{path}: damaged snapshot (its digest does not match its "
+                            "content)")
     if len(raw) != meta.get("memory_size"):
         raise SnapshotError(f"{path}: damaged snapshot (memory is {len(raw)} bytes, "
                             f"header says {meta.get('memory_size')})")

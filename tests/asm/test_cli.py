@@ -96,8 +96,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "missing.S" in missing.stderr
     source = tmp_path / "p.S"
     source.write_text("nop\n")
-    assert run(str(source), "--base", "lots").exit_code == 1
-    assert run(str(source), "-D", "NOVALUE").exit_code == 1
+    assert run(str(source), "--base", "lots").exit_code == 2  # bad usage
+    assert run(str(source), "-D", "NOVALUE").exit_code == 2
     assert run(str(source), "--macros", "other").exit_code == 2
 
 

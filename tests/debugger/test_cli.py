@@ -135,7 +135,7 @@ def test_bad_options_give_one_line_errors(tmp_path):
     status, _out, err = debug(["--program", str(program), "--replay", str(schedule)], [])
     assert status == 1 and "no 'stop_step'" in err
     status, _out, err = debug(["--program", str(program), "--base", "zz"], [])
-    assert status == 1 and "--base" in err
+    assert status == 2 and "--base" in err  # bad usage
 
 
 def test_the_shell_over_stringio():

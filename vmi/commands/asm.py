@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vmi.commands import UserError, parse_int
+from vmi.commands import UsageLine, UserError, parse_int
 
 
 @click.command("asm")
@@ -31,12 +31,12 @@ def command(source: Path, macros: str, output: Path | None, listing: bool, base:
 
     address = parse_int(base, "--base")
     if not 0 <= address <= 0xFFFFFFFF:
-        raise UserError(f"--base: {base} is not a 32-bit address")
+        raise UsageLine(f"--base: {base} is not a 32-bit address")
     symbols = {}
     for item in defines:
         name, eq, value = item.partition("=")
         if not eq or not name.strip():
-            raise UserError(f"--define: {item!r} is not NAME=VALUE")
+            raise UsageLine(f"--define: {item!r} is not NAME=VALUE")
         symbols[name.strip()] = parse_int(value.strip(), f"--define {name.strip()}")
     try:
         text = source.read_text(encoding="utf-8", errors="replace")

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from vmi.commands import UserError
+from vmi.commands import UsageLine, UserError
 
 DEFAULT_MODES = "native,trap,vmi"
 WINDOW_POLICIES = ("defer", "fixup")
@@ -38,7 +38,7 @@ def command(modes: str, policy: str, as_json: bool) -> None:
 
     chosen = parse_modes(modes)
     if policy not in WINDOW_POLICIES:
-        raise UserError(f"--policy: unknown policy {policy!r} (choose defer or fixup)")
+        raise UsageLine(f"--policy: unknown policy {policy!r} (choose defer or fixup)")
     try:
         figures = measure_modes(chosen, policy=policy)
     except (CostError, MachineStopped, SystemError_) as error:
@@ -52,20 +52,20 @@ def command(modes: str, policy: str, as_json: bool) -> None:
 
 
 def parse_modes(text: str) -> tuple[str, ...]:
-    """The modes of ``--modes``, in the order given; UserError for an empty, unknown
-    or repeated one."""
+    """The modes of ``--modes``, in the order given; ``UsageLine`` (exit status 2)
+    for an empty, unknown or repeated one."""
     from vmi.costs import MODE_LABELS
 
     modes = tuple(part.strip() for part in text.split(","))
     for mode in modes:
         if not mode:
-            raise UserError(f"--modes: empty mode in {text!r} (e.g. {DEFAULT_MODES})")
+            raise UsageLine(f"--modes: empty mode in {text!r} (e.g. {DEFAULT_MODES})")
         if mode not in MODE_LABELS:
-            raise UserError(f"--modes: unknown mode {mode!r} (choose from "
+            raise UsageLine(f"--modes: unknown mode {mode!r} (choose from "
                             f"{', '.join(MODE_LABELS)})")
     repeated = sorted({mode for mode in modes if modes.count(mode) > 1})
     if repeated:
-        raise UserError(f"--modes: {repeated[0]} given more than once")
+        raise UsageLine(f"--modes: {repeated[0]} given more than once")
     return modes
 
 

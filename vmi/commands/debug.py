@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from vmi.commands import UserError, parse_int
+from vmi.commands import UsageLine, UserError, parse_int
 
 _MACRO_SETS = ["native", "vmi", "naive", "vmi-split", "none"]
 _MODES = ["native", "trap", "vmi", "naive"]
@@ -71,15 +71,27 @@ def machine_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def open_session(options: dict[str, Any]) -> tuple[Any, str]:
     """Build the engine the options (``machine_options``'s, by name) describe; every
-    failure is one ``UserError`` line."""
+    failure is one line: ``UsageLine`` (exit status 2) for options that do not go
+    together, ``UserError`` (1) for a file that is missing or wrong."""
     from vmi.debugger.loader import LoadError, open_engine
+
+    if options["program"] is not None:
+        given = [f"--{name}" for name in ("mode", "policy", "seed")
+                 if options[name] is not None]
+        if given:
+            raise UsageLine(f"{', '.join(given)}: choose{'s' if len(given) == 1 else ''} how "
+                            "the bundled kernel boots; not for --program")
+    elif options["memory"] is not None:
+        raise UsageLine("--memory: for --program (the bundled kernel's machine has 16 MiB)")
 
     base = options["base"]
     address = parse_int(base, "--base")
     if not 0 <= address <= 0xFFFFFFFF:
-        raise UserError(f"--base: {base} is not a 32-bit address")
+        raise UsageLine(f"--base: {base} is not a 32-bit address")
     memory = options["memory"]
     size = None if memory is None else parse_size(memory, "--memory")
+    if size is not None and (size < 0x1000 or size % 0x1000):
+        raise UsageLine(f"--memory: {size:#x} is not a positive multiple of 4 KiB")
     order = None
     interleaving = options["interleaving"]
     if interleaving:

@@ -13,13 +13,7 @@ from pathlib import Path
 
 import click
 
-from vmi.commands import UserError, parse_int
-
-
-class _UsageLine(UserError):
-    """Bad usage, said in one line (exit status 2, like click's usage errors)."""
-
-    exit_code = 2
+from vmi.commands import UsageLine, UserError, parse_int
 
 
 def _parse_hex(text: str) -> bytes:
@@ -27,11 +21,11 @@ def _parse_hex(text: str) -> bytes:
     cleaned = "".join(text.split())
     for position, char in enumerate(cleaned):
         if char not in string.hexdigits:
-            raise UserError(f"--hex: {char!r} at position {position + 1} is not a hex digit")
+            raise UsageLine(f"--hex: {char!r} at position {position + 1} is not a hex digit")
     if len(cleaned) % 2:
-        raise UserError(f"--hex: odd number of hex digits ({len(cleaned)}); give whole bytes")
+        raise UsageLine(f"--hex: odd number of hex digits ({len(cleaned)}); give whole bytes")
     if not cleaned:
-        raise UserError("--hex: no bytes given")
+        raise UsageLine("--hex: no bytes given")
     return bytes.fromhex(cleaned)
 
 
@@ -55,11 +49,11 @@ def command(source: str | None, hex_text: str | None, base: str, bits: str) -> N
     from vmi.cpu.disasm import disassemble, listing_lines
 
     if (source is None) == (hex_text is None):
-        raise _UsageLine("give either a FILE or --hex BYTES (exactly one)")
+        raise UsageLine("give either a FILE or --hex BYTES (exactly one)")
     data = _parse_hex(hex_text) if hex_text is not None else _read_file(source or "")
     address = parse_int(base, "--base")
     if not 0 <= address <= 0xFFFFFFFF:
-        raise UserError(f"--base: {base!r} is not a 32-bit address")
+        raise UsageLine(f"--base: {base!r} is not a 32-bit address")
     lines = list(disassemble(data, address, bits=int(bits)))
     for text in listing_lines(lines):
         click.echo(text)

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from vmi.commands import UserError
+from vmi.commands import EXIT_INTERRUPTED, UserError
 from vmi.commands.debug import machine_options, open_session
 
 
@@ -42,8 +42,9 @@ def command(port: int, host: str, once: bool, **options: Any) -> None:
     click.echo(f"listening on {host}:{chosen} (gdb: target remote {host}:{chosen})")
     try:
         server.serve(once=once)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the usual way to stop a server; still exit status 130
         click.echo("stopped")
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     finally:
         server.close()
         engine.close()

@@ -3,8 +3,12 @@
 For each path it prints the race map (one line per instruction boundary: where it
 is, the instruction, whether it is inside an IRET/SYSEXIT window, and which
 invariant an interrupt raised there broke), the smallest counterexample if one
-broke, and timing. Exit status 0 when no invariant broke, 1 when one did.
-docs/race.md explains the invariants and the paths.
+broke, and timing. Exit status 0 when no invariant broke, 1 when one did, 2 for
+bad usage (output paths are checked before any work), 130 after Ctrl-C (the
+journal then holds every schedule that finished), 3 when a worker was lost. A
+``--examples`` search that broke nothing says how much of the path it tried and
+that it is not a proof; it exits 0. docs/race.md explains the invariants and the
+paths.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import click
 
-from vmi.commands import UserError
+from vmi.commands import UsageLine, UserError, check_output
 from vmi.race.explorer import MAX_DEPTH
 from vmi.system import MODES, POLICIES
 
@@ -52,7 +56,8 @@ PATH_CHOICES = ("iret", "sysexit", "spinlock", "all")
 @click.option("--journal", metavar="FILE", default=None,
               help="Append each finished schedule to FILE; rerunning with it resumes.")
 @click.option("--plot", "plot", metavar="FILE.png", default=None,
-              help="Draw the race map (needs the plotting extra).")
+              help="Draw the race map (needs the plotting extra); the suffix names the "
+                   "format (.png, .svg, .pdf).")
 @click.option("--brief", is_flag=True, help="Only the map line per path, not the table.")
 @click.option("--save", "save", metavar="FILE.json", default=None,
               help="Write the first counterexample for `vmi debug --replay`.")
@@ -79,6 +84,10 @@ def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
     if examples is not None and (jobs > 1 or dask or journal):
         raise click.UsageError("--examples is a sequential search; --jobs, --dask and "
                                "--journal apply to exhaustive sweeps")
+    check_output(save, "--save")
+    check_output(journal, "--journal")
+    if plot:
+        _check_plot(plot)
     began = time.perf_counter()
     try:
         scenarios = [prepare(Config(mode=mode, policy=policy, macros=macros, path=name,
@@ -99,15 +108,44 @@ def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
         sys.exit(130 if stop.cause == "interrupted" else 3)
     finished = time.perf_counter()
     result = _result(reports, finished - began, finished - swept, digest, runner)
-    if save:
-        _save(save, reports)
-    if plot:
-        _plot(plot, reports)
+    # The paths were checked before the sweep; if writing still fails (a full disk),
+    # the report is printed all the same and the failure is the last line.
+    failures: list[UserError] = []
+    saved = plotted = None
+    try:
+        saved = _save(save, reports) if save else None
+    except UserError as error:
+        failures.append(error)
+    try:
+        plotted = _plot(plot, reports) if plot else None
+    except UserError as error:
+        failures.append(error)
     if as_json:
         click.echo(json.dumps(result))
     else:
-        _print(reports, result, brief=brief, saved=save, plotted=plot)
+        _print(reports, result, brief=brief, saved=saved, plotted=plotted)
+        if save and not saved and not failures:
+            click.echo(f"no counterexample: nothing written to {save}")
+    for error in failures[:-1]:
+        error.show()
+    if failures:
+        raise failures[-1]
     sys.exit(result["exit_status"])
+
+
+def _check_plot(path: str) -> None:
+    """Refuse a --plot path before the sweep: unwritable, without a suffix (the
+    format would be guessed and a suffix appended behind the user's back), a format
+    matplotlib does not write, or matplotlib missing."""
+    from vmi.race.plot import PlotDependencyError, image_format
+
+    check_output(path, "--plot")
+    try:
+        image_format(path)
+    except PlotDependencyError as error:
+        raise UserError(f"--plot: {error}") from None
+    except ValueError as error:
+        raise UsageLine(f"--plot {path}: {error}") from None
 
 
 def _search(scenarios: list[Any], depth: int, examples: int) -> list[Any]:
@@ -177,6 +215,8 @@ def _result(reports: list[Any], seconds: float, sweep_seconds: float, digest: st
     schedules = sum(len(r.outcomes) for r in reports)
     broken = any(r.broken for r in reports)
     return {
+        "complete": all(r.complete for r in reports),
+        "tried_boundaries": sum(sum(r.tried()) for r in reports),
         "paths": [r.as_dict() for r in reports],
         "explored_boundaries": sum(len(r.scenario.boundaries) for r in reports),
         "schedules": schedules,
@@ -190,21 +230,26 @@ def _result(reports: list[Any], seconds: float, sweep_seconds: float, digest: st
     }
 
 
-def _save(path: str, reports: list[Any]) -> None:
+def _save(path: str, reports: list[Any]) -> str | None:
+    """Write the first path's counterexample (whole, or not at all); the path
+    written, or None when no invariant broke (nothing is written then)."""
+    from vmi.files import write_atomically
+
     for report in reports:
         worst = report.counterexample()
         if worst is not None:
+            data = (json.dumps(report.scenario.replay(worst), indent=1) + "\n").encode()
             try:
-                with open(path, "w", encoding="utf-8") as out:
-                    json.dump(report.scenario.replay(worst), out, indent=1)
-                    out.write("\n")
+                write_atomically(path, lambda out, data=data: out.write(data))
             except OSError as error:
                 raise UserError(f"--save {path}: {error.strerror or error}") from None
-            return
+            return path
+    return None
 
 
-def _plot(path: str, reports: list[Any]) -> None:
-    """The race map of the swept paths, one row each (vmi.race.plot)."""
+def _plot(path: str, reports: list[Any]) -> str:
+    """Draw the race map of the swept paths, one row each (vmi.race.plot), to
+    ``path`` (whole or not at all); returns ``path``."""
     from vmi.race.plot import PlotDependencyError, plot_race_map
 
     try:
@@ -216,29 +261,35 @@ def _plot(path: str, reports: list[Any]) -> None:
         raise UserError(f"--plot {path}: {error}") from None
     except OSError as error:
         raise UserError(f"--plot {path}: {error.strerror or error}") from None
+    return path
 
 
 def _print(reports: list[Any], result: dict[str, Any], *, brief: bool,
            saved: str | None, plotted: str | None) -> None:
-    from vmi.race.report import legend, render
+    from vmi.race.report import legend, render, tried_summary
 
     first = reports[0].scenario
     click.echo(f"vmi race: {first.system.describe()}, depth {reports[0].depth}")
     for report in reports:
         for line in render(report, verbose=not brief):
             click.echo(line)
-    click.echo(legend())
+    click.echo(legend(untried=not result["complete"]))
     rate = result["schedules_per_second"]
-    click.echo(f"explored {result['explored_boundaries']} boundaries, {result['schedules']} "
-               f"schedules in {result['seconds']:.2f} s ({rate} schedules/s, "
-               f"{result['runner']})")
+    explored = (f"explored {result['explored_boundaries']} boundaries" if result["complete"]
+                else f"tried {result['tried_boundaries']} of {result['explored_boundaries']} "
+                     "boundaries")
+    click.echo(f"{explored}, {result['schedules']} schedules in {result['seconds']:.2f} s "
+               f"({rate} schedules/s, {result['runner']})")
     if result["report_hash"]:
         click.echo(f"report hash {result['report_hash'][:16]}")
     if plotted:
         click.echo(f"race map drawn to {plotted}")
     if result["broken"]:
         click.echo(f"invariants broken: {', '.join(result['broken'])}")
-        if saved and any(r.counterexample() for r in reports):
+        if saved:
             click.echo(f"counterexample saved to {saved}: python -m vmi debug --replay {saved}")
-    else:
+    elif result["complete"]:
         click.echo("every invariant held")
+    else:  # a search that did not try everything proves nothing
+        click.echo(f"no invariant broke in {tried_summary(reports)}; not a proof "
+                   "(a sweep without --examples tries every boundary)")

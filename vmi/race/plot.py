@@ -8,10 +8,12 @@ inside an IRET/SYSEXIT window outlined and underlined, and a legend.
 a user-mode timer interrupt per mode (``vmi.costs.measure``), with the share the
 monitor charged for its exits.
 
-Both return a ``matplotlib.figure.Figure`` and, given ``path``, also write it as
-a PNG (or whatever format the suffix names). matplotlib is imported only inside
-the functions, never by ``import vmi`` or ``import vmi.race``; without it they
-raise ``PlotDependencyError`` naming the extra that installs it. The figures are
+Both return a ``matplotlib.figure.Figure`` and, given ``path``, also write it to
+exactly that path, whole or not at all (a temporary file renamed into place), in
+the format its suffix names (``image_format``: PNG without a suffix; a format
+matplotlib does not write is refused). matplotlib is imported only inside the
+functions, never by ``import vmi`` or ``import vmi.race``; without it they raise
+``PlotDependencyError`` naming the extra that installs it. The figures are
 built without pyplot, so nothing depends on a display or on global state.
 """
 
@@ -46,6 +48,8 @@ COLOURS = {
     "transparency": "#555555",      # dark grey
 }
 HELD = "#E4E4E4"
+#: A boundary no schedule of a search started at (hatched white: nothing is known).
+UNTRIED = "#FFFFFF"
 WINDOW = "#000000"
 #: Colours of the modes in the cost chart, by ``vmi.costs`` mode name.
 MODE_COLOURS = {"native": "#009E73", "trap": "#D55E00", "vmi": "#0072B2", "naive": "#CC79A7"}
@@ -73,12 +77,36 @@ def _matplotlib() -> Any:
     return matplotlib, Figure, Patch, Rectangle
 
 
+def image_format(path: str | Path, *, default: str | None = None) -> str:
+    """The image format ``path``'s suffix names (``png``), checked against what
+    matplotlib writes; without a suffix ``default`` (``ValueError`` if None: the
+    command line refuses to guess), ``ValueError`` for a format matplotlib does not
+    write, ``PlotDependencyError`` without matplotlib."""
+    _matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lower().lstrip(".") or (default or "")
+    known = FigureCanvasBase.get_supported_filetypes()
+    if not suffix:
+        raise ValueError("no suffix to name the image format (e.g. map.png, map.svg)")
+    if suffix not in known:
+        raise ValueError(f"matplotlib does not write .{suffix} images (it writes "
+                         f"{', '.join('.' + k for k in sorted(known))})")
+    return suffix
+
+
 def _save(figure: Any, path: str | Path | None) -> None:
+    """Write ``figure`` to exactly ``path`` (no suffix added), atomically, in the
+    format its suffix names (PNG without one). The API makes missing directories;
+    ``vmi race --plot`` refuses such a path before it starts."""
     if path is None:
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=110, bbox_inches="tight")
+    from vmi.files import write_atomically
+
+    kind = image_format(path, default="png")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda out: figure.savefig(out, format=kind, dpi=110,
+                                                      bbox_inches="tight"))
 
 
 def _rows(rows: Iterable[Any]) -> list[tuple[str, PathReport]]:
@@ -130,16 +158,21 @@ def plot_race_map(rows: Iterable[tuple[str, PathReport] | PathReport],
     axes = figure.add_subplot()
     seen: list[str] = []
     any_window = False
+    any_untried = False
     for row, (_, report) in enumerate(table):
         y = len(table) - 1 - row  # first row at the top
         boundaries = report.scenario.boundaries
-        for b, cell in zip(boundaries, report.cells(), strict=True):
+        for b, cell, tried in zip(boundaries, report.cells(), report.tried(), strict=True):
             colour = HELD if cell is None else COLOURS[cell]
+            if not tried:
+                any_untried = True
+                colour = UNTRIED
             if cell is not None and cell not in seen:
                 seen.append(cell)
             axes.add_patch(Rectangle((b.index, y + 0.1), 0.92, 0.62, facecolor=colour,
                                      edgecolor=WINDOW if b.window else "white",
-                                     linewidth=1.6 if b.window else 0.5))
+                                     linewidth=1.6 if b.window else 0.5,
+                                     hatch=None if tried else "..."))
         for first, last, name in _window_runs(report):
             any_window = True
             axes.plot([first, last + 0.92], [y + 0.02, y + 0.02], color=WINDOW, linewidth=2.5,
@@ -148,7 +181,10 @@ def plot_race_map(rows: Iterable[tuple[str, PathReport] | PathReport],
                       va="top", fontsize=7)
         broken = report.broken
         summary = ", ".join(f"{name} {count}" for name, count in sorted(broken.items()))
-        axes.text(len(boundaries) + 0.4, y + 0.41, summary or "held", va="center",
+        if not summary:
+            summary = "held" if report.complete else \
+                f"none broke ({sum(report.tried())}/{len(boundaries)} tried)"
+        axes.text(len(boundaries) + 0.4, y + 0.41, summary, va="center",
                   fontsize=8, color="black" if broken else "#555555")
     axes.set_xlim(-0.3, widest + 6)
     axes.set_ylim(-0.35, len(table))
@@ -161,7 +197,12 @@ def plot_race_map(rows: Iterable[tuple[str, PathReport] | PathReport],
     paths = sorted({report.scenario.config.path for _, report in table})
     axes.set_title(title or f"race map: one interrupt at each boundary of the "
                    f"{'/'.join(paths)} path", fontsize=10)
-    handles = [Patch(facecolor=HELD, edgecolor="#999999", label="every invariant held")]
+    held = "no invariant broke (in the schedules tried)" if any_untried else \
+        "every invariant held"
+    handles = [Patch(facecolor=HELD, edgecolor="#999999", label=held)]
+    if any_untried:
+        handles.append(Patch(facecolor=UNTRIED, edgecolor="#999999", hatch="...",
+                             label="not tried by the search"))
     handles += [Patch(facecolor=COLOURS[name], label=f"{name} broke")
                 for name in INVARIANTS if name in seen]
     if any_window:
@@ -225,5 +266,5 @@ def plot_costs(figures: Sequence[CostFigures], path: str | Path | None = None, *
     return figure
 
 
-__all__ = ["COLOURS", "EXTRA", "INSTALL_HINT", "PlotDependencyError", "plot_costs",
-           "plot_race_map"]
+__all__ = ["COLOURS", "EXTRA", "INSTALL_HINT", "PlotDependencyError", "image_format",
+           "plot_costs", "plot_race_map"]

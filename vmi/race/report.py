@@ -4,6 +4,12 @@
 over it; its ``cells`` give, per boundary, which invariant an interrupt there
 broke (the race map: one cell per instruction boundary), and ``counterexample``
 is the smallest failing schedule (fewest interrupts, then earliest boundaries).
+
+A sweep runs every schedule of its depth. A hypothesis search (``--examples``)
+runs some: ``tried`` says which boundaries some schedule put its first interrupt
+at, the map shows the others as ``?`` (``UNTRIED``), and ``complete`` is true only
+when every schedule of up to ``depth`` interrupts ran, so a search that broke
+nothing is never reported as "every invariant held" unless it proved it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from attrs import define, field
 from vmi.race.explorer import Outcome, Scenario
 from vmi.race.invariants import INVARIANTS
 
+#: The map's character for a boundary no schedule of a search started at.
+UNTRIED = "?"
 #: One character per invariant in the text map ("." = none broke).
 MAP_CHARS = {"lost-work": "L", "nesting": "N", "exactly-once": "X", "integrity": "I",
              "mutual-exclusion": "M", "spin-irq": "S", "liveness": "H", "transparency": "T"}
@@ -43,6 +51,25 @@ class PathReport:
                 cells[outcome.schedule[0]] = outcome.invariant
         return cells
 
+    def tried(self) -> list[bool]:
+        """Per boundary k: whether some schedule run put its first interrupt at k
+        (every boundary, for a finished sweep)."""
+        tried = [False] * len(self.scenario.boundaries)
+        for outcome in self.outcomes:
+            if outcome.schedule:
+                tried[outcome.schedule[0]] = True
+        return tried
+
+    @property
+    def complete(self) -> bool:
+        """Whether the schedules run are all there are: a sweep always; a search only
+        if it happened to run every schedule of 1 to ``depth`` interrupts."""
+        if not self.searched:
+            return True
+        n = len(self.scenario.boundaries)
+        every = sum(n ** d for d in range(1, self.depth + 1))
+        return len({o.schedule for o in self.outcomes}) >= every
+
     def counterexample(self) -> Outcome | None:
         failing = [o for o in self.outcomes if not o.ok]
         if not failing:
@@ -65,6 +92,8 @@ class PathReport:
                             "instruction": b.text, "cpl": b.cpl, "window": b.window}
                            for b in sc.boundaries],
             "cells": self.cells(),
+            "tried": self.tried(),
+            "complete": self.complete,
             "schedules": len(self.outcomes),
             "broken": dict(sorted(self.broken.items())),
             "outcomes": [o.as_dict() for o in outcomes],
@@ -74,8 +103,10 @@ class PathReport:
 
 
 def map_line(report: PathReport) -> str:
-    """The map as one line of characters: ``.`` held, a letter per invariant."""
-    return "".join("." if c is None else MAP_CHARS[c] for c in report.cells())
+    """The map as one line of characters: ``.`` held, a letter per invariant, ``?``
+    no schedule started there (a search)."""
+    return "".join(UNTRIED if not tried else "." if c is None else MAP_CHARS[c]
+                   for c, tried in zip(report.cells(), report.tried(), strict=True))
 
 
 def render(report: PathReport, *, verbose: bool = True) -> list[str]:
@@ -85,15 +116,20 @@ def render(report: PathReport, *, verbose: bool = True) -> list[str]:
              f"({sc.config.label()})"]
     if verbose:
         cells = report.cells()
+        tried = report.tried()
         lines.append(f"  {'k':>3}  {'eip':<10}  {'where':<28} {'instruction':<34} "
                      f"{'window':<8} result")
-        for b, cell in zip(sc.boundaries, cells, strict=True):
+        for b, cell, done in zip(sc.boundaries, cells, tried, strict=True):
             window = b.window or ""
+            result = cell or ("ok" if done else "not tried")
             lines.append(f"  {b.index:>3}  {b.eip:#010x}  {b.name[:28]:<28} "
-                         f"{b.text[:34]:<34} {window:<8} {cell or 'ok'}")
+                         f"{b.text[:34]:<34} {window:<8} {result}")
     lines.append(f"  map: {map_line(report)}")
     broken = report.broken
-    kind = "searched" if report.searched else f"depth {report.depth}"
+    kind = f"depth {report.depth}"
+    if report.searched:
+        kind = (f"searched, up to {report.depth} interrupt(s), first interrupt at "
+                f"{sum(report.tried())} of {len(sc.boundaries)} boundaries")
     summary = ", ".join(f"{name} {count}" for name, count in sorted(broken.items())) or "none"
     lines.append(f"  {len(report.outcomes)} schedules ({kind}); broken: {summary}")
     worst = report.counterexample()
@@ -102,10 +138,23 @@ def render(report: PathReport, *, verbose: bool = True) -> list[str]:
     return lines
 
 
-def legend() -> str:
-    """What the map's characters mean."""
+def legend(*, untried: bool = False) -> str:
+    """What the map's characters mean (``untried``: with the search's ``?``)."""
     names = ", ".join(f"{char} {name}" for name, char in MAP_CHARS.items())
-    return f"(. every invariant held; {names})"
+    held = ". no invariant broke in the schedules tried" if untried else \
+        ". every invariant held"
+    tried = f"; {UNTRIED} not tried by the search" if untried else ""
+    return f"({held}; {names}{tried})"
+
+
+def tried_summary(reports: list[PathReport]) -> str:
+    """How much of the paths a search covered, in words: ``the 5 schedules tried (5
+    of 11 boundaries tried as the first interrupt)``."""
+    schedules = sum(len(r.outcomes) for r in reports)
+    tried = sum(sum(r.tried()) for r in reports)
+    total = sum(len(r.scenario.boundaries) for r in reports)
+    return (f"the {schedules} schedule{'s' if schedules != 1 else ''} tried "
+            f"({tried} of {total} boundaries tried as the first interrupt)")
 
 
 def render_counterexample(sc: Scenario, outcome: Outcome) -> list[str]:
@@ -128,5 +177,5 @@ def render_counterexample(sc: Scenario, outcome: Outcome) -> list[str]:
     return lines
 
 
-__all__ = ["INVARIANTS", "MAP_CHARS", "PathReport", "legend", "map_line", "render",
-           "render_counterexample"]
+__all__ = ["INVARIANTS", "MAP_CHARS", "UNTRIED", "PathReport", "legend", "map_line", "render",
+           "render_counterexample", "tried_summary"]
