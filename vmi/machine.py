@@ -193,6 +193,11 @@ class Machine:
         ``add_schedule``)."""
         return sorted(event for heap in self._pending for event in heap)
 
+    def scheduled_due(self, cpu: int, cycle: int) -> bool:
+        """Whether a scheduled interrupt for ``cpu`` is due at ``cycle`` (not yet raised)."""
+        heap = self._pending[cpu]
+        return bool(heap) and heap[0].cycle <= cycle
+
     def start_trace(self) -> None:
         """Hash every step from now on (see ``trace_digest``)."""
         self._trace = hashlib.sha256()

@@ -24,7 +24,23 @@ from vmi.commands import UsageLine, UserError, check_output
 from vmi.race.explorer import MAX_DEPTH
 from vmi.system import MODES, POLICIES
 
-PATH_CHOICES = ("iret", "sysexit", "spinlock", "all")
+PATH_CHOICES = ("iret", "sysexit", "spinlock", "iret16", "all")
+#: ``all``: every path of one CPU
+ALL_PATHS = ["iret", "sysexit", "spinlock", "iret16"]
+VECTORS = {"console": 0x21, "timer": 0x20}
+
+
+def _vector(ctx: Any, param: Any, value: str) -> int:
+    """``--vector``: a name (console, timer) or a number 0x20..0xff."""
+    if value in VECTORS:
+        return VECTORS[value]
+    try:
+        number = int(value, 0)
+    except ValueError:
+        number = -1
+    if not 0x20 <= number <= 0xFF:
+        raise click.BadParameter(f"{value!r} is not console, timer or a vector 0x20..0xff")
+    return number
 
 
 @click.command("race")
@@ -44,10 +60,20 @@ PATH_CHOICES = ("iret", "sysexit", "spinlock", "all")
 @click.option("--examples", type=click.IntRange(min=1), default=None, metavar="N",
               help="Instead of the exhaustive sweep, a hypothesis search of N schedules "
                    "(up to --depth interrupts), shrunk to the smallest failing one.")
+@click.option("--horizon", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="N", help="With --depth 2 or 3: each later interrupt arrives at every "
+                   "delay of 1..N steps after the one before, wherever that is (inside the "
+                   "first one's handler too), instead of at the path's boundaries.")
+@click.option("--vector", default="console", show_default=True, callback=_vector,
+              metavar="console|timer|N", help="The interrupt raised: the console's (IRQ 1, "
+                   "SIGINT to the running task), the timer's (IRQ 0, a reschedule) or a "
+                   "vector number.")
 @click.option("--cpus", type=click.IntRange(1, 4), default=1, show_default=True,
               help="With 2 or more, the spinlock path under CPU interleavings.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="The workload's seed (timer phase, CPU start-up).")
+              help="The workload's seed: the timer's phase and the CPUs' start-up, so "
+                   "each path is reached in a different machine state (its code, and so "
+                   "usually its map, stay the same).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run the sweep on N local worker processes.")
 @click.option("--dask", "dask", metavar="ADDRESS", default=None,
@@ -63,7 +89,8 @@ PATH_CHOICES = ("iret", "sysexit", "spinlock", "all")
               help="Write the first counterexample for `vmi debug --replay`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
-            examples: int | None, cpus: int, seed: int, jobs: int, dask: str | None,
+            examples: int | None, horizon: int, vector: int, cpus: int, seed: int,
+            jobs: int, dask: str | None,
             journal: str | None, plot: str | None, brief: bool, save: str | None,
             as_json: bool) -> None:
     """Sweep interrupt arrival over kernel paths and check the invariants."""
@@ -75,7 +102,10 @@ def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
         check_config(mode, macros, policy)
     except SystemError_ as error:
         raise click.UsageError(f"--macros: {error}") from None
-    paths = ["iret", "sysexit", "spinlock"] if path == "all" else [path]
+    paths = list(ALL_PATHS) if path == "all" else [path]
+    if horizon and depth == 1:
+        raise click.UsageError("--horizon: the delays are those of a later interrupt; give "
+                               "--depth 2 or 3")
     if cpus > 1:
         if path not in ("spinlock", "all"):
             raise click.UsageError(f"--cpus {cpus}: with several CPUs only the spinlock path "
@@ -91,7 +121,8 @@ def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
     began = time.perf_counter()
     try:
         scenarios = [prepare(Config(mode=mode, policy=policy, macros=macros, path=name,
-                                    cpus=cpus, seed=seed)) for name in paths]
+                                    cpus=cpus, seed=seed, vector=vector, horizon=horizon))
+                     for name in paths]
         swept = time.perf_counter()
         if examples is not None:
             reports, digest, runner = _search(scenarios, depth, examples), None, "search"

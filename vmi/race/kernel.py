@@ -137,8 +137,9 @@ class KernelView:
             return bool(mask >> vector & 1)
         if mask:
             return True
-        return any(e.cpu == index and e.cycle <= cpu.cycles for e in machine.schedule) or \
-            machine.timer.due(index, cpu.cycles)
+        timer = machine.timer  # read, not timer.due(): that re-arms it (a tick consumed)
+        return (machine.scheduled_due(index, cpu.cycles)
+                or bool(timer.period) and cpu.cycles >= timer.deadline[index])
 
     # -- naming ---------------------------------------------------------------------------
     def name(self, address: int) -> str:
