@@ -232,7 +232,22 @@ def emulate_hlt(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> N
 
 
 def emulate_in(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> None:
-    """IN from a port of the machine's bus (the guest kernel owns the devices)."""
+    """IN from a port of the machine's bus (the guest kernel owns the devices).
+
+    Only the guest kernel's I/O reaches here (ring 1, the guest's CPL 0): in the
+    guest's view CPL 0 <= IOPL always, so no I/O permission map applies (SDM Vol.1
+    §18.5.1). The real processor did consult a map before faulting (CPL 1 > IOPL 0,
+    ``vmi.cpu.iobitmap``), the guest's own: the real TR mirrors the guest's TR
+    (``emulate_ltr``), so a port the guest's map allows even ran natively.
+
+    A ring-3 guest user's IN, OUT, INS or OUTS is never emulated: the processor checks
+    it against that same guest map (the real TR's base and limit are the guest's,
+    read through the shadow page tables as supervisor accesses), runs it when the map
+    allows, and otherwise raises #GP(0), which the monitor reflects into the guest as
+    its own #GP(0) with EIP on the instruction, as bare hardware would. The guest's
+    IOPL is not virtualized (the real IOPL stays 0; SetIOPLMask is not implemented),
+    so a guest user given IOPL 3 is still held to the map.
+    """
     dst, src = insn.operands
     port = src.value & 0xFF if isinstance(src, Immediate) else cpu.r[2] & 0xFFFF
     size = dst.size
@@ -242,6 +257,7 @@ def emulate_in(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> No
 
 
 def emulate_out(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> None:
+    """OUT to a port of the machine's bus; the permission rules are ``emulate_in``'s."""
     dst, src = insn.operands
     port = dst.value & 0xFF if isinstance(dst, Immediate) else cpu.r[2] & 0xFFFF
     size = src.size
