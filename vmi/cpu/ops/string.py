@@ -32,9 +32,9 @@ import numpy as np
 
 from vmi.cpu.errors import CPUException
 from vmi.cpu.flags import MASK
+from vmi.cpu.iobitmap import IO_CHECK_SOURCE, require_io_map
 from vmi.cpu.operands import MemoryOperand
 from vmi.cpu.ops import END_BATCH, build, instruction_cycles, semantics
-from vmi.cpu.iobitmap import IO_CHECK_SOURCE, require_io_map
 
 _ACC_STORE = {
     1: "r[0] = (r[0] & 0xFFFFFF00) | v",
