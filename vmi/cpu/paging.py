@@ -273,6 +273,32 @@ def read_linear_pair(cpu: Any, linear: int, *, user: bool = False) -> tuple[int,
     return mem.read32(physical), mem.read32(physical + 4)
 
 
+def probe_write(cpu: Any, seg: int, offset: int, size: int) -> None:
+    """Check that ``size`` bytes at ``seg:offset`` could be written, raising exactly
+    the fault the write would (segment checks, then #PF with W/R = 1), without
+    storing anything: what an instruction that must fault before it changes memory
+    does first (ENTER's probe of its final stack pointer, SDM Vol.2 ENTER).
+
+    A successful probe sets the accessed and dirty flags as the write would (the
+    hardware's probe is itself a write-intent access). With paging off, reading and
+    writing back the same value through the CPU's accessors raises the same
+    segment faults (the stack segment, the only one probed, is writable data,
+    whose read and write bounds are equal) and nothing else."""
+    if not cpu.cr[0] & CR0_PG:
+        rd = {1: cpu.rd8, 2: cpu.rd16, 4: cpu.rd32}[size]
+        wr = {1: cpu.wr8, 2: cpu.wr16, 4: cpu.wr32}[size]
+        wr(seg, offset, rd(seg, offset))
+        return
+    if not offset_allowed(cpu.seg_limit[seg], cpu.seg_attr[seg], offset, size, True):
+        raise segment_fault(seg)
+    linear = (cpu.seg_base[seg] + offset) & M32
+    user = cpu.cpl == 3
+    translate(cpu, linear, True, user)
+    last = (linear + size - 1) & M32
+    if last >> 12 != linear >> 12:
+        translate(cpu, last, True, user)
+
+
 # -- segment checks --------------------------------------------------------------------
 def segment_bounds(limit: int, attr: int, size: int, write: bool) -> tuple[int, int]:
     """(lowest, highest) offset at which an access of ``size`` bytes is allowed in a
