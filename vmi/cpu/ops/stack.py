@@ -13,8 +13,8 @@ from __future__ import annotations
 from vmi.cpu import flags as fl
 from vmi.cpu.access import operand_access
 from vmi.cpu.operands import Register
-from vmi.cpu.paging import probe_write
 from vmi.cpu.ops import build, pop_source, push_source, raise_invalid, semantics
+from vmi.cpu.paging import probe_write
 
 #: Segment-register push/pop factories, registered by the system model.
 SEGMENT_STACK: dict = {}
