@@ -49,11 +49,17 @@ def io_checked(cpu: Any) -> bool:
 
 
 def io_denied(cpu: Any, port: int, size: int) -> str | None:
-    """Why the map forbids an access of ``size`` bytes at ``port``, or None when it
-    allows it. Reads the TSS (may raise #PF); see the module docstring."""
+    """Why the TSS in TR forbids an access of ``size`` bytes at ``port``, or None when
+    its map allows it. Reads the TSS (may raise #PF); see the module docstring."""
     _selector, base, limit, attr = cpu.tr
     if attr & 0xF not in TSS32_TYPES:
         return "TR holds no 32-bit TSS, so there is no I/O permission map"
+    return map_denied(cpu, base, limit, port, size)
+
+
+def map_denied(cpu: Any, base: int, limit: int, port: int, size: int) -> str | None:
+    """Rules 2-4 of the module docstring for a 32-bit TSS at linear ``base`` with
+    byte-granular ``limit``: why the map forbids the access, or None."""
     if limit < IO_MAP_BASE_OFFSET + 1:
         return f"the TSS limit {limit:#x} does not reach the I/O map base at 0x66"
     map_base = read_linear(cpu, base + IO_MAP_BASE_OFFSET, 2)
@@ -69,8 +75,14 @@ def io_denied(cpu: Any, port: int, size: int) -> str | None:
 
 def require_io_map(cpu: Any, port: int, size: int) -> None:
     """Raise #GP(0) unless the TSS map allows ``size`` bytes at ``port``; called
-    only when ``io_checked`` (the compiled I/O instructions test that inline)."""
-    why = io_denied(cpu, port & 0xFFFF, size)
+    only when ``io_checked`` (the compiled I/O instructions test that inline).
+
+    A platform that owns the real task state (a hypervisor whose guest runs
+    deprivileged) may answer instead of the TSS in TR: ``cpu.platform.io_map_denied
+    (cpu, port, size)`` returns the reason or None, as ``io_denied`` does."""
+    hook = getattr(cpu.platform, "io_map_denied", None)
+    port &= 0xFFFF
+    why = io_denied(cpu, port, size) if hook is None else hook(cpu, port, size)
     if why is not None:
         raise CPUException(GP, 0, why)
 

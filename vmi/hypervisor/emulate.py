@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vmi.cpu import flags as fl
-from vmi.cpu import paging
+from vmi.cpu import iobitmap, paging
 from vmi.cpu.descriptors import (
     ATTR_UNUSABLE,
     FLAT_CODE_ATTR,
@@ -236,17 +236,7 @@ def emulate_in(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> No
 
     Only the guest kernel's I/O reaches here (ring 1, the guest's CPL 0): in the
     guest's view CPL 0 <= IOPL always, so no I/O permission map applies (SDM Vol.1
-    §18.5.1). The real processor did consult a map before faulting (CPL 1 > IOPL 0,
-    ``vmi.cpu.iobitmap``), the guest's own: the real TR mirrors the guest's TR
-    (``emulate_ltr``), so a port the guest's map allows even ran natively.
-
-    A ring-3 guest user's IN, OUT, INS or OUTS is never emulated: the processor checks
-    it against that same guest map (the real TR's base and limit are the guest's,
-    read through the shadow page tables as supervisor accesses), runs it when the map
-    allows, and otherwise raises #GP(0), which the monitor reflects into the guest as
-    its own #GP(0) with EIP on the instruction, as bare hardware would. The guest's
-    IOPL is not virtualized (the real IOPL stays 0; SetIOPLMask is not implemented),
-    so a guest user given IOPL 3 is still held to the map.
+    §18.5.1). See ``io_map_denied`` for why it trapped and for the guest's users.
     """
     dst, src = insn.operands
     port = src.value & 0xFF if isinstance(src, Immediate) else cpu.r[2] & 0xFFFF
@@ -263,6 +253,32 @@ def emulate_out(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> N
     size = src.size
     if cpu.io is not None:
         cpu.io.write(port, size, cpu.r[0] & ((1 << size * 8) - 1))
+
+
+def io_map_denied(cpu: Any, vcpu: VirtualCPU, port: int, size: int) -> str | None:
+    """What the real processor's I/O permission check (``vmi.cpu.iobitmap``; SDM
+    Vol.1 §18.5.2) finds for a deprivileged guest: the monitor owns the real task
+    state, so it answers instead of the TSS in the real TR (which only mirrors the
+    guest's selector, base and limit for STR and is never read).
+
+    * **Ring 1** (the guest kernel, real CPL 1 > IOPL 0): the monitor's task state
+      has no I/O map for it, so every IN, OUT, INS, OUTS faults #GP(0) and is
+      emulated (``emulate_in``, ``emulate_out``), as the guest's CPL 0 may do
+      any I/O. The guest's own TSS is not read: before its LTR it may not exist.
+    * **Ring 3** (a guest user): the guest's view. The guest's own 32-bit TSS (the
+      virtual TR: ``vcpu.tr_base``, ``vcpu.tr_limit``; ``emulate_ltr`` refuses a
+      16-bit one) is checked by the rules of ``iobitmap.map_denied``, its bytes read
+      as supervisor accesses through the shadow page tables (a #PF there is the
+      guest's, as on hardware). An allowed port runs natively; a forbidden one is
+      #GP(0), which the monitor reflects into the guest with EIP on the
+      instruction, exactly what bare hardware would do.
+
+    Limitation: the guest's IOPL is not virtualized (the real IOPL stays 0 and
+    SetIOPLMask is not implemented), so a guest user the guest kernel gave IOPL 3
+    is still held to the map."""
+    if cpu.cpl != 3:
+        return "the monitor's task state has no I/O map for the guest kernel (emulated)"
+    return iobitmap.map_denied(cpu, vcpu.tr_base, vcpu.tr_limit, port, size)
 
 
 def read_guest_msr(cpu: Any, vcpu: VirtualCPU, number: int) -> int:
