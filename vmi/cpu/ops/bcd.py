@@ -128,8 +128,8 @@ old = r[0] & 0xFF
 prod = (((r[0] >> 8) & 0xFF) * BASE) & 0xFF
 al = (old + prod) & 0xFF
 r[0] = (r[0] & 0xFFFF0000) | al
-cpu.lf = (EXPLICIT, 8, PARITY[al] | (al & 0x80) | (0 if al else 0x40) | (1 if old + prod > 0xFF else 0)
-          | ((old ^ prod ^ al) & 0x10), 0, 0)
+f = PARITY[al] | (al & 0x80) | (0 if al else 0x40) | ((old ^ prod ^ al) & 0x10)
+cpu.lf = (EXPLICIT, 8, f | (1 if old + prod > 0xFF else 0), 0, 0)
 """
     return build(body, BASE=imm.value & 0xFF)
 
