@@ -260,15 +260,19 @@ class Machine:
         except CPUException as exc:
             raise MachineStopped(f"cpu{index}: {exc} at eip={cpu.eip:#x} "
                                  "(no platform delivers exceptions)") from None
-        except (ProcessorShutdown, UnsupportedSystemFeature) as exc:
+        except ProcessorShutdown as exc:
             raise MachineStopped(f"cpu{index}: {exc}") from None
+        except UnsupportedSystemFeature as exc:  # EIP is on the refused instruction
+            raise MachineStopped(f"cpu{index}: {exc} at eip={cpu.eip:#x}") from None
         return index, "instruction", eip
 
     def _deliver_interrupt(self, cpu: CPU, vector: int) -> None:
         try:
             self.platform.deliver_interrupt(cpu, vector)
-        except (ProcessorShutdown, UnsupportedSystemFeature) as exc:
+        except ProcessorShutdown as exc:
             raise MachineStopped(f"cpu{cpu.index}: {exc}") from None
+        except UnsupportedSystemFeature as exc:  # EIP is on the refused instruction
+            raise MachineStopped(f"cpu{cpu.index}: {exc} at eip={cpu.eip:#x}") from None
 
     def run(self, max_steps: int) -> int:
         """Step up to ``max_steps`` times; stop early when every CPU is halted
@@ -320,8 +324,10 @@ class Machine:
         except CPUException as exc:
             raise MachineStopped(f"cpu{cpu.index}: {exc} at eip={cpu.eip:#x} "
                                  "(no platform delivers exceptions)") from None
-        except (ProcessorShutdown, UnsupportedSystemFeature) as exc:
+        except ProcessorShutdown as exc:
             raise MachineStopped(f"cpu{cpu.index}: {exc}") from None
+        except UnsupportedSystemFeature as exc:  # EIP is on the refused instruction
+            raise MachineStopped(f"cpu{cpu.index}: {exc} at eip={cpu.eip:#x}") from None
         self.steps += ran
         self._turn = (self._turn + ran) % len(self.interleaving)
         return ran

@@ -428,10 +428,11 @@ def test_call_ret_pusha_enter_leave_on_a_16_bit_stack():
     cpu.regs.ebx = 0
     cpu.step()
     assert cpu.regs.esp == 0x55550010 and cpu.regs.ebx == 0xB
-    # enter $8,$1 with SP = 2, BP = 0x1234: FrameTemp = SP after the push = 0xFFFE
+    # enter $8,$1 with SP = 2, BP = 0x1234: FrameTemp = ESP after the push = 0x7777FFFE
+    # (the whole ESP with a 32-bit operand size: see ops/stack.py enter)
     cpu = stack16(bytes([0xC8, 0x08, 0x00, 0x01, 0xC9]), esp=0x77770002, ebp=0x1234)
     cpu.step()
-    assert cpu.regs.ebp == 0xFFFE  # operand size 32: EBP = FrameTemp (zero-extended SP)
-    assert cpu.regs.esp == 0x7777FFF2 and cpu.mem.read32(0xFFFA) == 0xFFFE
+    assert cpu.regs.ebp == 0x7777FFFE
+    assert cpu.regs.esp == 0x7777FFF2 and cpu.mem.read32(0xFFFA) == 0x7777FFFE
     cpu.step()  # leave: SP = BP, pop EBP
     assert cpu.regs.esp == 0x77770002 and cpu.regs.ebp == 0x1234

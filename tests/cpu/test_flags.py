@@ -82,7 +82,10 @@ def ref_shift(dest: int, count: int, bits: int, kind: str, src: int = 0) -> tupl
 
     CF is the last bit shifted out of the destination; OF is the change of the
     sign bit over the last one-bit step, which is the SDM's definition for a
-    count of 1 and the value Unicorn gives for other counts; AF = 0.
+    count of 1 and the value Unicorn gives for other counts. AF (undefined in
+    the SDM) is what the 80C286 captures show: bit 4 of the result for a left
+    shift, 1 for a right shift (docs/system-model.md, "Where Intel says
+    undefined").
     The double shifts of a word work on dest:src:dest (48 bits), of a dword on
     dest:src (64 bits); the destination is the top (shld) or bottom (shrd) part.
     """
@@ -109,6 +112,7 @@ def ref_shift(dest: int, count: int, bits: int, kind: str, src: int = 0) -> tupl
     flags = szp(result, bits) | cf
     if (before ^ result) >> (bits - 1):
         flags |= OF
+    flags |= result & AF if kind in ("shl", "shld") else AF
     return result, flags
 
 

@@ -16,6 +16,7 @@ from vmi.cpu import codecache, paging
 from vmi.cpu import flags as fl
 from vmi.cpu.codegen import rebuild
 from vmi.cpu.decoder import decode
+from vmi.cpu.descriptors import UnsupportedSystemFeature
 from vmi.cpu.errors import CPUException, DecodeError, StopBatch, TruncatedInstruction
 from vmi.cpu.memory import Memory
 from vmi.cpu.operands import GPR8, GPR16, GPR32, SEGMENTS, Instruction
@@ -311,7 +312,11 @@ class CPU:
         Returns the number of instructions retired. A fault leaves EIP on the
         faulting instruction and goes to the platform (and ``run`` returns if it
         came before any instruction retired), or propagates as a
-        ``CPUException`` when there is none. With EFLAGS.TF set, every
+        ``CPUException`` when there is none. A feature the model refuses
+        (``UnsupportedSystemFeature``, raised by an instruction or by the
+        delivery of its exception or INT n) propagates with EIP on that
+        instruction and the instructions before it counted, so the state can
+        be inspected or the run resumed. With EFLAGS.TF set, every
         instruction is followed by a single-step trap (#DB).
         """
         retired = 0
@@ -396,10 +401,30 @@ class CPU:
             self.batch_ended = True
             if self.platform is None:
                 raise
-            self.platform.deliver_exception(self, exc)
+            try:
+                self.platform.deliver_exception(self, exc)
+            except UnsupportedSystemFeature:
+                self._refused(eip, exc, cycles)
+                raise
             return retired
+        except UnsupportedSystemFeature:
+            # refused by the instruction itself: nothing retired, EIP back on it
+            self.eip = eip
+            self.instructions += retired
+            self.batch_ended = True
+            raise
         self.instructions += retired
         return retired
+
+    def _refused(self, eip: int, exc: CPUException, cycles: int) -> None:
+        """A refused feature met while delivering ``exc`` (a task gate, say): leave
+        EIP on the instruction that raised it, so the state can be inspected or the
+        run resumed there once the feature exists. A trap (INT n) had retired:
+        take it back."""
+        if getattr(exc, "trap", False):
+            self.instructions -= 1
+            self.cycles -= cycles
+            self.eip = eip
 
     # -- snapshots ----------------------------------------------------------------
     #: Everything architectural or counted that a snapshot must carry. Whoever adds

@@ -15,17 +15,24 @@ Families and what the record holds:
              anything that computes its flags outright)
 ``SHL``      a left shift (shl/sal, shld): ``full`` holds the result with the
              last bit shifted out just above it, so CF = (full >> bits) & 1
-             exactly as for ADD; OF = CF xor the result's sign; AF = 0
+             exactly as for ADD; OF = CF xor the result's sign; AF = bit 4
+             of the result
 ``SHR``      a right shift (shr, sar, shrd): ``a`` is the value shifted (sign
              extended for sar, the wide concatenation for shrd), ``b`` the
              count (1..31), full = a >> b; CF = bit ``b - 1`` of ``a``, OF = the
-             sign of ``a >> (b - 1)`` xor the result's sign; AF = 0
+             sign of ``a >> (b - 1)`` xor the result's sign; AF = 1
 
 For every family but EXPLICIT, ZF, SF and PF follow from ``full`` masked to
 ``bits`` (the inline ``je``/``jne`` of ``ops/control.py`` relies on it). The
-shift families give, for every count, the flags Unicorn (QEMU) computes: the
 SDM (Vol.2 SAL/SAR/SHL/SHR, SHLD, SHRD) defines OF only for a count of 1 and
-leaves AF undefined; these formulas reduce to the SDM's where it defines them.
+leaves AF undefined; the shift families reduce to the SDM's formulas where it
+defines them. Elsewhere they give what Intel hardware gives: OF as for a count
+of 1 from the last one-bit step (as Unicorn does too), and AF = bit 4 of the
+result for left shifts, AF = 1 for right shifts, which is what the 80C286 of
+the SingleStepTests suite does for SHL/SAL, SHR and SAR of bytes and words at
+every count (``shared/data/sst-80286-real``, files C0, C1, D0-D3: every test,
+see docs/system-model.md "Where Intel says undefined"). SHLD and SHRD (no 286
+counterpart, no capture here) share the families and so the rule.
 The other EFLAGS bits (TF, IF, DF, IOPL, NT, RF, VM, AC, ID) live in
 ``cpu.flags`` and are always exact.
 """
@@ -86,12 +93,12 @@ def arith_flags(lf: LazyFlags) -> int:
             flags |= OF
     elif family == SHL:
         cf = (full >> bits) & 1
-        flags |= cf
+        flags |= cf | (res & AF)  # AF = bit 4 of the result (80C286 captures)
         if cf != (res >> (bits - 1)):
             flags |= OF
     elif family == SHR:
         last = a >> (b - 1)  # the value one step before the end: its bit 0 went to CF
-        flags |= last & 1
+        flags |= (last & 1) | AF  # AF = 1 (80C286 captures)
         if (last ^ full) & SIGN[bits]:
             flags |= OF
     return flags

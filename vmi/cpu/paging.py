@@ -16,8 +16,10 @@ set maps a 4 MiB page directly. Rights (§4.6 "Access Rights"): a user-mode
 access (CPL 3) needs U/S = 1 in both levels; a user write needs R/W = 1 in both;
 a supervisor write needs R/W = 1 in both only when CR0.WP = 1. The accessed
 flag is set in every entry used by a translation that succeeds and the dirty
-flag in the last one on a write (§4.8). A violation raises #PF with CR2 = the
-linear address and the error code P (bit 0: 0 = not present, 1 = rights),
+flag in the last one on a write (§4.8); a walk that faults after using a
+directory entry to reach its page table still sets that entry's accessed flag
+(``_used_directory_entry``), the page-table entry keeps its flags. A violation
+raises #PF with CR2 = the linear address and the error code P (bit 0: 0 = not present, 1 = rights),
 W/R (bit 1: write) and U/S (bit 2: CPL 3) (§4.7, Figure 4-12).
 
 **The TLB** (§4.10) is ``cpu.tlb``, a dict with one entry per (4 KiB linear
@@ -99,13 +101,18 @@ def walk(cpu: Any, linear: int, write: bool, user: bool) -> int:
         pte_addr = (pde & 0xFFFFF000) | ((linear >> 10) & 0xFFC)
         pte = mem.read32(pte_addr)
         if not pte & PTE_P:
+            _used_directory_entry(mem, pde_addr, pde)
             raise page_fault(cpu, linear, code, "page table entry not present")
         rights = pde & pte
         frame = pte & 0xFFFFF000
     wp = cpu.cr[0] & CR0_WP
     if user and not rights & PTE_US:
+        if not large:
+            _used_directory_entry(mem, pde_addr, pde)
         raise page_fault(cpu, linear, code | PF_P, "user access to a supervisor page")
     if write and not rights & PTE_RW and (user or wp):
+        if not large:
+            _used_directory_entry(mem, pde_addr, pde)
         raise page_fault(cpu, linear, code | PF_P, "write to a read-only page")
     # Accessed in every entry used, dirty in the one that maps the page (§4.8).
     if large:
@@ -133,6 +140,25 @@ def walk(cpu: Any, linear: int, write: bool, user: bool) -> int:
     if large:
         tlb[LARGE_PAGE_MARK] = 1
     return frame
+
+
+def _used_directory_entry(mem: Any, pde_addr: int, pde: int) -> None:
+    """Set the accessed flag of a page-directory entry that a walk used to find its
+    page table, when the walk then ends in #PF (the PTE not present, or the rights
+    of the two levels refusing the access).
+
+    SDM Vol.3A §4.8: "Whenever the processor uses a paging-structure entry as part
+    of linear-address translation, it sets the accessed flag in that entry"; a
+    directory entry pointing to a page table is used as soon as the walk reads the
+    table through it. What happens on a faulting walk is spelled out by Shanley,
+    *The Unabridged Pentium 4* (ch. 12, "Page Faults"): "If the Page Fault occurs
+    due to a page not present or a page privilege access violation ..., the A and
+    D bits are affected in the PDE, but not in the PTE. The PTE's A and D bits are
+    only affected if the page access succeeds." So the PTE (and a 4 MiB page's
+    PDE, which maps the page) keeps its flags. (Bochs sets no flag on a faulting
+    walk.)"""
+    if not pde & PTE_A:
+        mem.write32(pde_addr, pde | PTE_A)
 
 
 def peek(mem: Any, cr3: int, cr4: int, linear: int) -> int | None:
@@ -271,6 +297,32 @@ def read_linear_pair(cpu: Any, linear: int, *, user: bool = False) -> tuple[int,
     physical = translate(cpu, linear, False, user) if cpu.cr[0] & CR0_PG else linear
     mem = cpu.mem
     return mem.read32(physical), mem.read32(physical + 4)
+
+
+def probe_write(cpu: Any, seg: int, offset: int, size: int) -> None:
+    """Check that ``size`` bytes at ``seg:offset`` could be written, raising exactly
+    the fault the write would (segment checks, then #PF with W/R = 1), without
+    storing anything: what an instruction that must fault before it changes memory
+    does first (ENTER's probe of its final stack pointer, SDM Vol.2 ENTER).
+
+    A successful probe sets the accessed and dirty flags as the write would (the
+    hardware's probe is itself a write-intent access). With paging off, reading and
+    writing back the same value through the CPU's accessors raises the same
+    segment faults (the stack segment, the only one probed, is writable data,
+    whose read and write bounds are equal) and nothing else."""
+    if not cpu.cr[0] & CR0_PG:
+        rd = {1: cpu.rd8, 2: cpu.rd16, 4: cpu.rd32}[size]
+        wr = {1: cpu.wr8, 2: cpu.wr16, 4: cpu.wr32}[size]
+        wr(seg, offset, rd(seg, offset))
+        return
+    if not offset_allowed(cpu.seg_limit[seg], cpu.seg_attr[seg], offset, size, True):
+        raise segment_fault(seg)
+    linear = (cpu.seg_base[seg] + offset) & M32
+    user = cpu.cpl == 3
+    translate(cpu, linear, True, user)
+    last = (linear + size - 1) & M32
+    if last >> 12 != linear >> 12:
+        translate(cpu, last, True, user)
 
 
 # -- segment checks --------------------------------------------------------------------

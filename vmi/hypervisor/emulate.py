@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vmi.cpu import flags as fl
-from vmi.cpu import paging
+from vmi.cpu import iobitmap, paging
 from vmi.cpu.descriptors import (
     ATTR_UNUSABLE,
     FLAT_CODE_ATTR,
@@ -232,7 +232,12 @@ def emulate_hlt(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> N
 
 
 def emulate_in(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> None:
-    """IN from a port of the machine's bus (the guest kernel owns the devices)."""
+    """IN from a port of the machine's bus (the guest kernel owns the devices).
+
+    Only the guest kernel's I/O reaches here (ring 1, the guest's CPL 0): in the
+    guest's view CPL 0 <= IOPL always, so no I/O permission map applies (SDM Vol.1
+    §18.5.1). See ``io_map_denied`` for why it trapped and for the guest's users.
+    """
     dst, src = insn.operands
     port = src.value & 0xFF if isinstance(src, Immediate) else cpu.r[2] & 0xFFFF
     size = dst.size
@@ -242,11 +247,38 @@ def emulate_in(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> No
 
 
 def emulate_out(monitor: VMIMonitor, cpu: Any, vcpu: VirtualCPU, insn: Any) -> None:
+    """OUT to a port of the machine's bus; the permission rules are ``emulate_in``'s."""
     dst, src = insn.operands
     port = dst.value & 0xFF if isinstance(dst, Immediate) else cpu.r[2] & 0xFFFF
     size = src.size
     if cpu.io is not None:
         cpu.io.write(port, size, cpu.r[0] & ((1 << size * 8) - 1))
+
+
+def io_map_denied(cpu: Any, vcpu: VirtualCPU, port: int, size: int) -> str | None:
+    """What the real processor's I/O permission check (``vmi.cpu.iobitmap``; SDM
+    Vol.1 §18.5.2) finds for a deprivileged guest: the monitor owns the real task
+    state, so it answers instead of the TSS in the real TR (which only mirrors the
+    guest's selector, base and limit for STR and is never read).
+
+    * **Ring 1** (the guest kernel, real CPL 1 > IOPL 0): the monitor's task state
+      has no I/O map for it, so every IN, OUT, INS, OUTS faults #GP(0) and is
+      emulated (``emulate_in``, ``emulate_out``), as the guest's CPL 0 may do
+      any I/O. The guest's own TSS is not read: before its LTR it may not exist.
+    * **Ring 3** (a guest user): the guest's view. The guest's own 32-bit TSS (the
+      virtual TR: ``vcpu.tr_base``, ``vcpu.tr_limit``; ``emulate_ltr`` refuses a
+      16-bit one) is checked by the rules of ``iobitmap.map_denied``, its bytes read
+      as supervisor accesses through the shadow page tables (a #PF there is the
+      guest's, as on hardware). An allowed port runs natively; a forbidden one is
+      #GP(0), which the monitor reflects into the guest with EIP on the
+      instruction, exactly what bare hardware would do.
+
+    Limitation: the guest's IOPL is not virtualized (the real IOPL stays 0 and
+    SetIOPLMask is not implemented), so a guest user the guest kernel gave IOPL 3
+    is still held to the map."""
+    if cpu.cpl != 3:
+        return "the monitor's task state has no I/O map for the guest kernel (emulated)"
+    return iobitmap.map_denied(cpu, vcpu.tr_base, vcpu.tr_limit, port, size)
 
 
 def read_guest_msr(cpu: Any, vcpu: VirtualCPU, number: int) -> int:

@@ -44,7 +44,7 @@ import attrs
 from attrs import define, field
 
 from vmi.cpu import flags as fl
-from vmi.cpu import paging, protected
+from vmi.cpu import iobitmap, paging, protected
 from vmi.cpu.descriptors import (
     SegmentDescriptor,
     UnsupportedSystemFeature,
@@ -287,6 +287,15 @@ class VMIMonitor:
         self.stats.reports.append(text)
 
     # -- the platform ---------------------------------------------------------------------
+    def io_map_denied(self, cpu: Any, port: int, size: int) -> str | None:
+        """The I/O permission check of the real processor (``vmi.cpu.iobitmap``): the
+        monitor owns the real task state, so it answers for a deprivileged guest
+        (``emulate.io_map_denied``); a CPU not yet under the monitor has its own TSS."""
+        vcpu = self.vcpu(cpu)
+        if not vcpu.active:
+            return iobitmap.io_denied(cpu, port, size)
+        return emulate.io_map_denied(cpu, vcpu, port, size)
+
     def deliver_exception(self, cpu: Any, exc: CPUException) -> None:
         if self.trace is not None:
             self.trace(exc.vector, "exception")

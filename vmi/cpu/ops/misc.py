@@ -30,8 +30,9 @@ The SYSENTER MSRs hold the 64-bit values written (absent = 0).
 **I/O ports** go through ``cpu.io.read(port, size)`` and
 ``cpu.io.write(port, size, value)`` with ``size`` in bytes (1, 2, 4); with no
 bus every read returns all ones and writes vanish (an ISA bus with nothing on
-it). In protected mode CPL > IOPL faults #GP(0): the TSS I/O permission bitmap
-is not modelled yet.
+it). In protected mode with CPL > IOPL, and always in virtual-8086 mode, the
+TSS I/O permission bit map decides (``vmi.cpu.iobitmap``; SDM Vol.1 §18.5.2):
+a port whose bit is set, or that lies past the TSS limit, faults #GP(0).
 
 **Software interrupts** raise a ``CPUException`` with ``trap = True`` (EIP
 stays after the instruction) and, for int n, int3 and into, ``software = True``
@@ -44,6 +45,7 @@ from __future__ import annotations
 from vmi.cpu.access import effective_address
 from vmi.cpu.core import Halted
 from vmi.cpu.errors import BP, BR, DB, GP, NM, OF, UD, CPUException
+from vmi.cpu.iobitmap import IO_CHECK_SOURCE, require_io_map
 from vmi.cpu.operands import Immediate
 from vmi.cpu.ops import END_BATCH, build, semantics
 
@@ -238,13 +240,13 @@ def in_(insn, cpu):
     ones = (1 << size * 8) - 1
     store = {1: "r[0] = (r[0] & 0xFFFFFF00) | v", 2: "r[0] = (r[0] & 0xFFFF0000) | v",
              4: "r[0] = v"}[size]
-    body = IOPL_CHECK.strip() + f"""
+    body = IO_CHECK_SOURCE.format(port=port, size=size).strip() + f"""
 io = cpu.io
 v = {ones:#x} if io is None else io.read({port}, {size}) & {ones:#x}
 r = cpu.r
 {store}
 """
-    return build(body, params)
+    return build(body, params, REQUIRE_IO_MAP=require_io_map)
 
 
 @semantics("out")
@@ -254,13 +256,13 @@ def out(insn, cpu):
     size = src.size
     port, params = _port(dst)
     value = {1: "cpu.r[0] & 0xFF", 2: "cpu.r[0] & 0xFFFF", 4: "cpu.r[0]"}[size]
-    body = IOPL_CHECK.strip() + f"""
+    body = IO_CHECK_SOURCE.format(port=port, size=size).strip() + f"""
 io = cpu.io
 if io is not None:
     io.write({port}, {size}, {value})
 {END_BATCH}
 """
-    return build(body, params)
+    return build(body, params, REQUIRE_IO_MAP=require_io_map)
 
 
 # -- software interrupts ------------------------------------------------------------

@@ -7,10 +7,17 @@ AH/DX/EDX.
 
 Flags. Multiplies set CF = OF = "the upper half is significant" (for imul:
 the product does not fit, sign-extended, in the destination); SF, ZF, AF and
-PF are undefined in the SDM. We give what Unicorn (QEMU) gives: SF, ZF and PF
-of the low half of the product and AF = 0, which without an overflow is
-exactly a ``LOGIC`` record of the low half, so the common case stays lazy.
-Divides leave all six flags undefined; they keep their values, as in Unicorn.
+PF are undefined in the SDM. vmi gives what Intel hardware gives: SF, ZF and
+PF of the **upper half** of the product (AH, DX, EDX; for the two- and
+three-operand IMUL the bits of the full product above the destination) and
+AF = 1. That is what the 80C286 of the SingleStepTests suite does in every
+test of MUL and IMUL r/m8, r/m16 (F6.4, F6.5, F7.4, F7.5) and IMUL r16, r/m16,
+imm (69, 6B) (``shared/data/sst-80286-real``; docs/system-model.md "Where
+Intel says undefined"); the 32-bit forms and the 386's two-operand IMUL get
+the same rule (no capture covers them). Unicorn (QEMU) gives SF, ZF, PF of
+the low half and AF = 0 instead; the differential tests mask these flags.
+Divides leave all six flags undefined; they keep their values, as in Unicorn
+(the 80C286 changes them in a way not modelled here).
 
 Faults. A zero divisor and a quotient that does not fit in the destination
 both raise #DE (vector 0, a fault: nothing is written). idiv accepts the most
@@ -26,12 +33,14 @@ from vmi.cpu.operands import Register
 from vmi.cpu.ops import build, semantics
 
 
-def _flags_record(bits: int, low: str, overflow: str) -> str:
-    """Statement recording the flags of a product whose low half is ``low``."""
-    sf = "(lo & 0x80)" if bits == 8 else f"((lo >> {bits - 8}) & 0x80)"
-    return (f"lo = {low}\n"
-            f"cpu.lf = (EXPLICIT, {bits}, PARITY[lo & 0xFF] | (0 if lo else 0x40) | {sf} | 0x801,"
-            f" 0, 0) if {overflow} else (LOGIC, {bits}, 0, 0, lo)")
+def _flags_record(bits: int, product: str, overflow: str) -> str:
+    """Statement recording the flags of multiply ``product`` (the full, possibly
+    negative, product): CF = OF = ``overflow``; SF, ZF and PF of the half above
+    the destination's width and AF = 1 (see the module docstring)."""
+    sf = "(hi & 0x80)" if bits == 8 else f"((hi >> {bits - 8}) & 0x80)"
+    return (f"hi = ({product} >> {bits}) & {(1 << bits) - 1:#x}\n"
+            f"cpu.lf = (EXPLICIT, {bits}, PARITY[hi & 0xFF] | (0 if hi else 0x40) | {sf} | 0x10"
+            f" | (0x801 if {overflow} else 0), 0, 0)")
 
 
 # Writing a double-width result to AX, DX:AX or EDX:EAX.
@@ -53,7 +62,7 @@ def mul(insn, cpu):
     bits = s.bits
     body = "\n".join([
         "r = cpu.r", *s.setup, f"p = {_ACC[bits]} * {s.read}", _STORE_PRODUCT[bits],
-        _flags_record(bits, f"p & {(1 << bits) - 1:#x}", f"p >> {bits}"),
+        _flags_record(bits, "p", f"p >> {bits}"),
     ])
     return build(body, s.params)
 
@@ -77,7 +86,7 @@ def imul(insn, cpu):
             "r = cpu.r", *s.setup,
             f"p = {_signed(_ACC[bits], bits)} * {_signed(s.read, bits)}",
             _STORE_PRODUCT[bits],
-            _flags_record(bits, f"p & {(1 << bits) - 1:#x}", f"not {-sign} <= p < {sign}"),
+            _flags_record(bits, "p", f"not {-sign} <= p < {sign}"),
         ])
         return build(body, s.params)
     dst = ops[0]
@@ -94,7 +103,7 @@ def imul(insn, cpu):
     body = "\n".join([
         "r = cpu.r", *s.setup, f"p = {_signed(s.read, bits)} * {_signed(other, bits)}",
         d.write(f"(p & {mask:#x})"),
-        _flags_record(bits, f"p & {mask:#x}", f"not {-sign} <= p < {sign}"),
+        _flags_record(bits, "p", f"not {-sign} <= p < {sign}"),
     ])
     return build(body, *params)
 

@@ -4,8 +4,10 @@ The count rules are the 80386's (SDM Vol.2 "RCL/RCR/ROL/ROR", "SAL/SAR/SHL/SHR",
 "SHLD", "SHRD"; Vol.3 §22 on the 8086 difference):
 
 * the count (CL or imm8) is masked to five bits; a masked count of 0 changes
-  neither the operand nor any flag (the operand is still read, so a memory
-  operand faults as it would on hardware);
+  neither the operand nor any flag; a memory operand is still read and
+  checked for writing as the read-modify-write it is (#GP on a read-only
+  segment, #PF on a read-only page, the dirty flag set; nothing stored: see
+  the comment above ``_assemble`` for the evidence);
 * rcl/rcr rotate through CF over 9 or 17 bits for byte and word operands, so
   they rotate by the masked count mod 9 or mod 17 (rcl al by 9 leaves AL and
   CF alone, though OF is still recomputed);
@@ -35,6 +37,7 @@ from vmi.cpu.access import operand_access
 from vmi.cpu.flags import SHL, SHR, cf_source
 from vmi.cpu.operands import Constant, Immediate
 from vmi.cpu.ops import Template, build, semantics
+from vmi.cpu.paging import probe_write
 
 _OLD_FLAGS = "lf = cpu.lf\nf = lf[2] if lf[0] == EXPLICIT else arith_flags(lf)"
 
@@ -47,19 +50,48 @@ def _count(op) -> tuple[int | None, str]:
     return None, "(r[1] & 0x1F)"
 
 
+# What a shift or rotate of a memory operand by a count that masks to 0 does
+# besides reading it (the evidence for ``_assemble``'s check):
+#
+# * No Intel document says. The SDM (Vol.2 SAL/SAR/SHL/SHR, RCL/RCR/ROL/ROR)
+#   says only that a count of 0 affects no flags; the Intel386 Programmer's
+#   Reference Manual is silent on the bus cycles.
+# * The 80C286 of the SingleStepTests suite (``shared/data/sst-80286-real``,
+#   the CYCL chunks of every C0, C1, D2, D3 file): of its tests with a memory
+#   operand that raised no exception, the 132 whose count & 31 = 0 show the
+#   read and **no write bus cycle**, the 2316 others all write. The 286 has no
+#   paging, so this says nothing about page rights or the dirty flag.
+# * Bochs (cpu/shift8.cc and friends) reads such an operand with
+#   ``read_RMW_virtual_*``, a write-intent access: a read-only page (or a
+#   read-only segment) faults as a write would and the walk sets the dirty
+#   flag, but no data is stored when the count is 0. 86Box's 386 cores check
+#   the segment for writing (``SEG_CHECK_WRITE``) before any count test.
+#
+# vmi does what Bochs does (the brief of issue 18 asks for the write-side
+# effects): after the read, ``paging.probe_write`` applies the segment write
+# check and, with paging, translates for writing (#PF with W/R = 1 on a
+# read-only page, the dirty flag set), and stores nothing, consistent with the
+# 80C286's missing bus write. The evidence for the 80386 itself is indirect.
 def _assemble(insn, body: list[str], const: int | None, expr: str, *params) -> Template:
-    """Wrap ``body`` (which uses ``c``) in the count test: nothing happens for a count of 0."""
+    """Wrap ``body`` (which uses ``c``) in the count test: nothing happens for a count
+    of 0, except that a memory operand still gets the write check of its
+    read-modify-write cycle (see the comment above)."""
     d = params[0]
     lines = ["r = cpu.r", *d.setup, f"a = {d.read}"]
+    check = f"PROBE(cpu, d_seg, d_a, {d.bits // 8})" if d.is_memory else ""
     if const is None:
         lines.append(f"c = {expr}")
         lines.append("if c:")
         lines.extend("    " + line for stmt in body for line in stmt.split("\n"))
+        if check:
+            lines += ["else:", "    " + check]
     elif const:
         lines.append(f"c = {const}")
         lines.extend(body)
+    elif check:
+        lines.append(check)
     plist = [p.params for p in params]
-    return build("\n".join(lines), *plist)
+    return build("\n".join(lines), *plist, PROBE=probe_write)
 
 
 @semantics("shl", "sal", "shr", "sar")

@@ -14,6 +14,7 @@ from vmi.cpu import flags as fl
 from vmi.cpu.access import operand_access
 from vmi.cpu.operands import Register
 from vmi.cpu.ops import build, pop_source, push_source, raise_invalid, semantics
+from vmi.cpu.paging import probe_write
 
 #: Segment-register push/pop factories, registered by the system model.
 SEGMENT_STACK: dict = {}
@@ -174,12 +175,29 @@ def enter(insn, cpu):
     enclosing frame, push the new frame pointer, point eBP at it and reserve
     ``size`` bytes (SDM Vol.2 ENTER; the level is taken modulo 32).
 
-    The stack size (SS.B) picks eSP and the width of the frame-pointer reads at
-    [SS:eBP - i*n]; the operand size picks n (2 or 4 bytes per pointer) and
-    whether BP or EBP receives the frame pointer, as the SDM says. (QEMU, and so
-    Unicorn, writes all of EBP with a 32-bit stack and a 16-bit operand size;
-    the differential tests allow for that.) The copies use a temporary, so EBP
-    itself changes only at the end, after every store that could fault.
+    * The stack size (SS.B) picks eSP and the width of the frame-pointer reads at
+      [SS:eBP - i*n]; the operand size picks n (2 or 4 bytes per pointer) and
+      whether BP or EBP receives the frame pointer, as the SDM says. (QEMU, and
+      so Unicorn, writes all of EBP with a 32-bit stack and a 16-bit operand
+      size; the differential tests allow for that.)
+    * **FrameTemp** is eSP after the first push. With a 32-bit operand size on a
+      16-bit stack it is the whole ESP (ESP[31:16] and the new SP), which EBP
+      receives and the frame-pointer push stores: the Intel386 Programmer's
+      Reference Manual's ``frame-ptr := eSP`` as Bochs reads it (cpu/stack32.cc,
+      ENTER32_IwIb: ``frame_ptr32 = ESP``). Later SDM editions write
+      ``FrameTemp <- SP`` for a 16-bit stack and MAME's i386 core zero-extends
+      SP: the sources disagree, and no hardware capture covers the case (the
+      SingleStepTests 80386 suite runs with 16-bit stacks but zero ESP[31:16]
+      rarely matters there); vmi follows the 386 manual and Bochs.
+    * **Nothing changes on a fault.** The processor ends ENTER with a write
+      check of the final stack pointer (Bochs: "ENTER finishes with memory
+      write check on the final stack pointer", a read-modify-write probe of
+      ``n`` bytes at SS:eSP). vmi probes every store and then the final
+      pointer, in the order the hardware touches them, before it writes
+      anything (``paging.probe_write``), so a #SS or #PF leaves registers and
+      memory as they were and the instruction restarts cleanly (SDM Vol.3A
+      §6.5). Only accessed and dirty flags a successful probe set remain, as
+      they would on hardware.
     """
     alloc_op, level_op = insn.operands
     alloc, level = alloc_op.value, level_op.value % 32
@@ -187,20 +205,32 @@ def enter(insn, cpu):
     bits = size * 8
     smask = _stack_mask(cpu)
     vmask = _MASK[size]
+    if size == 4 and cpu.stack_bits == 16:
+        frame = "(r[4] & 0xFFFF0000) | sp"  # the whole ESP after the push
+    else:
+        frame = "sp"
     lines = ["r = cpu.r", "ebp = r[5]", f"sp = (r[4] - {size}) & {smask:#x}",
-             f"cpu.wr{bits}(2, sp, ebp & {vmask:#x})", "frame = sp"]
+             f"PROBE(cpu, 2, sp, {size})", f"frame = {frame}"]
     if level:
         lines += [
+            "copies = []",
             f"for i in range(1, {level}):",
-            f"    v = cpu.rd{bits}(2, (ebp - {size} * i) & {smask:#x})",
+            f"    copies.append(cpu.rd{bits}(2, (ebp - {size} * i) & {smask:#x}))",
             f"    sp = (sp - {size}) & {smask:#x}",
-            f"    cpu.wr{bits}(2, sp, v)",
+            f"    PROBE(cpu, 2, sp, {size})",
             f"sp = (sp - {size}) & {smask:#x}",
-            f"cpu.wr{bits}(2, sp, frame & {vmask:#x})",
+            f"PROBE(cpu, 2, sp, {size})",
         ]
+    lines += [f"final = (sp - {alloc}) & {smask:#x}", f"PROBE(cpu, 2, final, {size})",
+              # every check passed: now the stores, then the registers
+              f"t = (r[4] - {size}) & {smask:#x}", f"cpu.wr{bits}(2, t, ebp & {vmask:#x})"]
+    if level:
+        lines += ["for v in copies:", f"    t = (t - {size}) & {smask:#x}",
+                  f"    cpu.wr{bits}(2, t, v)", f"t = (t - {size}) & {smask:#x}",
+                  f"cpu.wr{bits}(2, t, frame & {vmask:#x})"]
     lines.append("r[5] = frame" if size == 4 else "r[5] = (ebp & 0xFFFF0000) | (frame & 0xFFFF)")
-    lines.append(_set_esp(f"(sp - {alloc}) & {smask:#x}", cpu))
-    return build("\n".join(lines))
+    lines.append(_set_esp("final", cpu))
+    return build("\n".join(lines), PROBE=probe_write)
 
 
 @semantics("leave")

@@ -32,9 +32,9 @@ import numpy as np
 
 from vmi.cpu.errors import CPUException
 from vmi.cpu.flags import MASK
+from vmi.cpu.iobitmap import IO_CHECK_SOURCE, require_io_map
 from vmi.cpu.operands import MemoryOperand
 from vmi.cpu.ops import END_BATCH, build, instruction_cycles, semantics
-from vmi.cpu.ops.misc import IOPL_CHECK
 
 _ACC_STORE = {
     1: "r[0] = (r[0] & 0xFFFFFF00) | v",
@@ -70,7 +70,7 @@ def string(insn, cpu):
     if rep:
         lines += [f"c = r[1]{' & 0xFFFF' if addr16 else ''}", "if not c:", "    return"]
     if mnemonic in ("ins", "outs"):
-        lines.append(IOPL_CHECK.strip())
+        lines.append(IO_CHECK_SOURCE.format(port="r[2] & 0xFFFF", size=size).strip())
     lines.append(f"d = -{size} if cpu.flags & 0x400 else {size}")
 
     compares = False
@@ -114,7 +114,8 @@ def string(insn, cpu):
     if mnemonic == "outs":
         lines.append(END_BATCH)
     return build("\n".join(lines), SEG=source_segment, HERE=insn.address, ONES=MASK[bits],
-                 NEXT=insn.next_address, BULK=bulk_stos, SIZE=size, MIN=BULK_MIN)
+                 NEXT=insn.next_address, BULK=bulk_stos, SIZE=size, MIN=BULK_MIN,
+                 REQUIRE_IO_MAP=require_io_map)
 
 
 #: A ``rep stos`` with more than this many iterations left fills memory in bulk
