@@ -6,7 +6,9 @@
 
 The CPUs are gdb threads; ``monitor CMD`` runs a ``vmi debug`` command;
 ``reverse-stepi`` and ``reverse-continue`` work. Only 127.0.0.1 is served
-unless ``--host`` says otherwise.
+unless ``--host`` says otherwise. One client is served at a time: another that
+connects meanwhile is told so and closed; a client silent for ``--idle-timeout``
+seconds is dropped.
 """
 
 from __future__ import annotations
@@ -26,13 +28,19 @@ from vmi.commands.debug import machine_options, open_session
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (the default serves this machine only).")
 @click.option("--once", is_flag=True, help="Exit when the first client disconnects.")
-def command(port: int, host: str, once: bool, **options: Any) -> None:
+@click.option("--idle-timeout", default=300.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0),
+              help="Drop a client that sends nothing for SECONDS while the machine is "
+                   "stopped, and serve the next one (0: never).")
+def command(port: int, host: str, once: bool, idle_timeout: float,
+            **options: Any) -> None:
     """Serve the bundled kernel (natively or under the VMI monitor: --mode) or a
     program (--program FILE.S) to gdb."""
     from vmi.debugger.gdbstub import GdbServer
 
     engine, banner = open_session(options)
-    server = GdbServer(engine)
+    server = GdbServer(engine, idle_timeout=idle_timeout or None,
+                       notice=lambda text: click.echo(text, err=True))
     try:
         chosen = server.listen(host, port)
     except OSError as error:

@@ -44,7 +44,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from attrs import define, frozen
+from attrs import define, evolve, frozen
 
 from vmi.cpu.operands import GPR8, GPR16, GPR32, SEGMENTS, Relative
 from vmi.debugger import views
@@ -63,8 +63,12 @@ from vmi.debugger.monitorview import Before, MonitorView, Window
 M32 = 0xFFFFFFFF
 #: Steps ``continue`` takes at most unless told otherwise (``set step-budget N``).
 DEFAULT_STEP_BUDGET = 200_000
-#: How often a long run looks at ``poll`` (the gdb stub's check for ^C).
+#: How often (in steps) a long run calls ``poll`` (the gdb stub's non-blocking look at
+#: its socket for a ^C byte); the ^C flag of ``vmi debug`` is a plain attribute, read
+#: at every step because it costs less than a step's bookkeeping.
 POLL_EVERY = 256
+#: The largest count a stepping command takes (``stepi N``, ``reverse-stepi N``...).
+MAX_COUNT = 1_000_000_000
 #: The most monitor notes (window policy outcomes) a stop report lists in full.
 MAX_NOTES = 8
 #: The most units ``x`` and ``disassemble`` show at once.
@@ -287,6 +291,10 @@ _TYPE_SIZES = {"char": 1, "unsigned char": 1, "short": 2, "unsigned short": 2, "
                "unsigned int": 4, "long": 4, "unsigned long": 4, "unsigned": 4}
 
 
+class _Interrupted(Exception):
+    """A replay was interrupted (^C, or the stub's poll)."""
+
+
 class _StepFailed(Exception):
     """The machine could not take step ``step`` (``reason`` says why)."""
 
@@ -345,6 +353,10 @@ class Engine:
         self.history = History(machine, interval=snapshot_interval, budget=snapshot_budget)
         self.finished = False
         self._stop_requested = False
+        #: Called every ``POLL_EVERY`` steps of any run; True stops it (the gdb stub
+        #: sets it to its connection's check for a ^C byte while it serves a client).
+        self.poll: Callable[[], bool] | None = None
+        self._ticks = 0
         self._events: list[tuple[int, str]] = []
         self._record: TextIO | None = None
         self._record_name = ""
@@ -357,6 +369,7 @@ class Engine:
     # == public API ========================================================================
     def execute(self, line: str) -> str:
         """Run one command line and return what it prints (never raises)."""
+        self._stop_requested = False  # a ^C that came after the last command ended
         try:
             return self._execute(line)
         except (CommandError, ExprError, Unmapped) as error:
@@ -406,17 +419,20 @@ class Engine:
         index = self._cpu_index(cpu)
         self._check_runs(index)
         stop = Stop("step", index)
+        taken = 0
         for _ in range(count):
             stop = self._run(self._limit(self.step_budget), target_cpu=index)
+            taken += stop.steps
             if stop.reason != "step":
                 break
-        return self._stopped(stop)
+        return self._stopped(evolve(stop, steps=taken))
 
     def nexti(self, count: int = 1) -> Stop:
         """``stepi``, except that a call runs until it returns."""
         index = self.selected
         self._check_runs(index)
         stop = Stop("step", index)
+        taken = 0
         for _ in range(count):
             cpu = self.machine.cpus[index]
             insn = self._instruction_at(cpu)
@@ -427,9 +443,10 @@ class Engine:
                                  until=_returned(cpu, index, insn.next_address, cpu.r[4]))
                 if stop.reason == "until":
                     stop = Stop("step", index, last=stop.last, steps=stop.steps)
+            taken += stop.steps
             if stop.reason != "step":
                 break
-        return self._stopped(stop)
+        return self._stopped(evolve(stop, steps=taken))
 
     def cont(self, limit: int | None = None, *, poll: Callable[[], bool] | None = None) -> Stop:
         """Run until something stops the machine, at most ``limit`` steps (default: the
@@ -455,7 +472,8 @@ class Engine:
                 self._goto(self.history.origin)
                 return self._stopped(Stop("history-begin", index))
             target = previous
-        self._goto(target)
+        if not self._goto_interruptibly(target):
+            return self._stopped(Stop("interrupted", index))
         return self._stopped(Stop("step", index))
 
     def reverse_continue(self) -> Stop:
@@ -466,7 +484,10 @@ class Engine:
         if any(p.enabled for p in self.points.values()):
             while last > history.origin:
                 start = history.nearest(last - 1)
-                found = self._scan(start, last)
+                try:
+                    found = self._scan(start, last)
+                except _Interrupted:
+                    return self._stopped(Stop("interrupted", self.selected))
                 if found is not None:
                     step, record, hits = found
                     self._goto(step)
@@ -489,7 +510,8 @@ class Engine:
             raise CommandError(f"step {step} is {ahead} steps past the furthest step reached; "
                                f"more than the {bound} a command may run (set step-budget N)")
         try:
-            self._goto(step)
+            if not self._goto_interruptibly(step):
+                return self._stopped(Stop("interrupted", self.selected))
         except _StepFailed as failure:
             self._recover(failure.step)
             return self._stopped(Stop("machine-stopped", failure.cpu, message=failure.reason))
@@ -522,7 +544,7 @@ class Engine:
 
     def add_watchpoint(self, address: int, length: int = 4, *, owner: str = "user") -> Point:
         if not 1 <= length <= 64:
-            raise CommandError("a watchpoint covers 1 to 64 bytes")
+            raise CommandError(f"watch: length: {_signed(length)} is out of range (1..64)")
         point = self._new_point("watchpoint", address=address & M32, length=length,
                                 owner=owner)
         point.value = self._peek(self.machine.cpus[self.selected], address & M32, length)
@@ -710,14 +732,13 @@ class Engine:
              poll: Callable[[], bool] | None = None) -> Stop:
         """Step until a point fires, ``target_cpu`` takes a step, ``until`` holds, the
         machine halts or stops, a stop is requested, or ``limit`` steps were taken."""
-        self._stop_requested = False
         machine = self.machine
         taken = 0
         record: StepRecord | None = None
         checking = bool(self.points)
+        polls = [p for p in (poll, self.poll) if p is not None]
         while taken < limit:
-            if self._stop_requested or (poll is not None and taken % POLL_EVERY == 0
-                                        and taken and poll()):
+            if self._stop_requested or (polls and self._poll_due(polls)):
                 self._stop_requested = False
                 return Stop("interrupted", self.selected, last=record, steps=taken)
             try:
@@ -739,6 +760,23 @@ class Engine:
             if record.kind == "idle" and record.value == 0 and machine.all_stuck():
                 return Stop("halted", self.selected, last=record, steps=taken)
         return Stop("budget", self.selected, last=record, steps=taken)
+
+    def _poll_due(self, polls: list[Callable[[], bool]]) -> bool:
+        """Count a step towards the next poll; at every ``POLL_EVERY``-th, ask the
+        pollers (the count runs across the ``_run`` calls of one ``stepi N``)."""
+        self._ticks += 1
+        if self._ticks < POLL_EVERY:
+            return False
+        self._ticks = 0
+        return any(poll() for poll in polls)
+
+    def _interrupted(self) -> bool:
+        """True once a stop was requested (^C) or ``poll`` says so; consumes the
+        request. For the loops outside ``_run`` (replays of reverse execution)."""
+        if not self._stop_requested and self.poll is not None:
+            self._stop_requested = self._poll_due([self.poll])
+        requested, self._stop_requested = self._stop_requested, False
+        return requested
 
     def _check(self, record: StepRecord) -> tuple[Hit, ...]:
         """The points that fire on arrival after ``record`` (watchpoint values are
@@ -799,6 +837,8 @@ class Engine:
         self._refresh_watches()
         found = None
         while self.machine.steps < last:
+            if self._interrupted():
+                raise _Interrupted
             record = self._step(replay=True)
             hits = self._check(record)
             if hits:
@@ -817,6 +857,22 @@ class Engine:
             while machine.steps < target:
                 self._step(replay=machine.steps < history.end)
         self._refresh_watches()
+
+    def _goto_interruptibly(self, target: int) -> bool:
+        """``_goto``, but a ^C (or ``poll``) stops the replay where it is: False then."""
+        machine = self.machine
+        history = self.history
+        if target != machine.steps:
+            nearest = history.nearest(target)
+            if not nearest <= machine.steps <= target:
+                history.restore(nearest)
+            while machine.steps < target:
+                if self._interrupted():
+                    self._refresh_watches()
+                    return False
+                self._step(replay=machine.steps < history.end)
+        self._refresh_watches()
+        return True
 
     def _recover(self, step: int) -> None:
         """After a step failed half-way, put the machine back at ``step`` exactly (the
@@ -1048,16 +1104,20 @@ class Engine:
         return "\n".join(lines)
 
     def _count_arg(self, args: str, name: str) -> int:
+        """A step count: 1..MAX_COUNT (^C stops a long one)."""
         if not args:
             return 1
-        count = self._number(args, "count")
-        if count < 1:
-            raise CommandError(f"{name}: the count must be at least 1")
-        budget = self._limit(self.step_budget)
-        if count > budget:
-            raise CommandError(f"{name}: {count} is more than the step budget ({budget}); "
-                               "set step-budget N to allow more")
-        return count
+        return self._ranged(args, f"{name}: count", 1, MAX_COUNT)
+
+    def _ranged(self, text: str, what: str, low: int, high: int) -> int:
+        """The value of ``text``, which must lie in ``low..high``; a value with bit 31
+        set is read as the negative number it was most likely written as."""
+        value = self._number(text, what)
+        if value >> 31 and low >= 0 and high < 1 << 31:
+            value -= 1 << 32
+        if not low <= value <= high:
+            raise CommandError(f"{what}: {value} is out of range ({low}..{high})")
+        return value
 
     # -- breakpoints --------------------------------------------------------------------------
     def _do_break(self, args: str, temporary: bool = False) -> str:
@@ -1261,7 +1321,7 @@ class Engine:
             else:
                 raise CommandError(f"Undefined output format \"{char}\".")
         if count < 1 or count > MAX_UNITS:
-            raise CommandError(f"x: the count must be 1..{MAX_UNITS}")
+            raise CommandError(f"x: count: {count} is out of range (1..{MAX_UNITS})")
         if expression.strip():
             address = self._address(expression)
         elif self._x_next is not None:
@@ -1371,7 +1431,8 @@ class Engine:
             address = self._address(" ".join(words))
             end = None
         if not 1 <= count <= MAX_UNITS:
-            raise CommandError(f"disassemble: the count must be 1..{MAX_UNITS}")
+            raise CommandError(f"disassemble: count: {_signed(count)} is out of range "
+                               f"(1..{MAX_UNITS})")
         here = code_linear(cpu)
         base = address
         title = (f"Dump of assembler code for function {function}:" if function else
@@ -1464,25 +1525,20 @@ class Engine:
             return ""
         match = re.match(r"step-budget\s+(\S+)$", args)
         if match:
-            budget = self._number(match.group(1), "step budget")
-            if budget < 1:
-                raise CommandError("the step budget must be at least 1")
+            budget = self._ranged(match.group(1), "step budget", 1, MAX_COUNT)
             self.step_budget = budget
             return f"continue now stops after at most {budget} steps"
         raise CommandError("set $REG = EXPR | set {int|short|char} ADDR = EXPR | "
                            "set step-budget N")
 
     def _do_stack(self, args: str) -> str:
-        count = self._number(args, "count") if args else 16
-        if not 1 <= count <= 256:
-            raise CommandError("stack: the count must be 1..256")
+        count = self._ranged(args, "stack: count", 1, 256) if args else 16
         return "\n".join(views.stack(self.machine.cpus[self.selected], count, self.symbolize))
 
     def _do_cpu(self, args: str) -> str:
         if not args:
             return self.where()
-        index = self._number(args, "cpu")
-        self._cpu_index(index)
+        index = self._ranged(args, "cpu", 0, len(self.machine.cpus) - 1)
         self.selected = index
         return f"[Switching to cpu{index}]\n" + self.where()
 
@@ -1618,6 +1674,11 @@ def _returned(cpu: Any, index: int, back: int, esp: int) -> Callable[[StepRecord
         return record.cpu == index and cpu.eip == back and cpu.r[4] >= esp
 
     return check
+
+
+def _signed(value: int) -> int:
+    """A 32-bit value read as two's complement (for messages about counts)."""
+    return value - (1 << 32) if value >> 31 else value
 
 
 def _format_value(value: int, fmt: str) -> str:
