@@ -49,6 +49,7 @@ from attrs import define, evolve, frozen
 from vmi.cpu.operands import GPR8, GPR16, GPR32, SEGMENTS, Relative
 from vmi.debugger import views
 from vmi.debugger.expr import ExprError, evaluate
+from vmi.debugger.frames import FrameCommands, FrameError
 from vmi.debugger.history import DEFAULT_BUDGET, DEFAULT_INTERVAL, Edit, History
 from vmi.debugger.memview import (
     Unmapped,
@@ -182,6 +183,9 @@ _SHORT = {
     "until": "run until the selected CPU reaches ADDR",
     "reverse-stepi": "go back before the selected CPU's last step",
     "reverse-continue": "go back to the last breakpoint hit",
+    "finish": "run until the selected frame's function returns",
+    "reverse-finish": "go back to the call of the selected frame's function",
+    "reverse-nexti": "go back one step, over a call",
     "goto": "go to a global step, backwards or forwards",
     "when": "show the global step and the history",
     "break": "stop before the instruction at ADDR",
@@ -190,6 +194,8 @@ _SHORT = {
     "disable": "disable breakpoints",
     "enable": "enable breakpoints",
     "watch": "stop after a write changes memory",
+    "rwatch": "stop after a step reads memory",
+    "awatch": "stop after a step reads or writes memory",
     "catch": "stop on an interrupt, an exception or iret",
     "info": "registers, segments, idt, gdt, tss, msr, vcpu, monitor, breakpoints",
     "x": "examine memory (x/4wx $esp, x/3i $pc)",
@@ -199,6 +205,10 @@ _SHORT = {
     "print": "show the value of an expression",
     "set": "change a register, memory or a setting",
     "stack": "the words at ESP, frames named",
+    "backtrace": "the frames on the stack, innermost first",
+    "frame": "select a frame and show it",
+    "up": "select the frame N levels out",
+    "down": "select the frame N levels in",
     "cpu": "select the CPU whose view is shown",
     "inject": "raise an external interrupt, now or at a step",
     "record": "write a trace of every step to a file",
@@ -222,6 +232,13 @@ COMMANDS = (
     Command("reverse-continue", ("rc",), "reverse-continue",
             "Go back to the last place a breakpoint, watchpoint or catchpoint fired, or to "
             "the start of history."),
+    Command("finish", ("fin",), "finish",
+            "Run until the selected frame's function returns: the selected CPU's first "
+            "ret or iret after which ESP is above the frame's."),
+    Command("reverse-finish", (), "reverse-finish",
+            "Go back to just before the call that entered the selected frame's function."),
+    Command("reverse-nexti", ("rni",), "reverse-nexti [N]",
+            "Like reverse-stepi, but undoing a callee's ret goes back to before its call."),
     Command("goto", (), "goto STEP", "Go to global step STEP, backwards or forwards "
             "(forwards without stopping at breakpoints)."),
     Command("when", (), "when", "Show the global step counter and the recorded history."),
@@ -235,6 +252,12 @@ COMMANDS = (
     Command("enable", (), "enable [N...]", "Enable breakpoints (all when none given)."),
     Command("watch", (), "watch ADDR [LEN]",
             "Stop after a step changes the LEN bytes (default 4) at linear ADDR."),
+    Command("rwatch", (), "rwatch ADDR [LEN]",
+            "Stop after a step's instruction reads any of the LEN bytes (default 4) at "
+            "linear ADDR."),
+    Command("awatch", (), "awatch ADDR [LEN]",
+            "Stop after a step's instruction reads or writes any of the LEN bytes "
+            "(default 4) at linear ADDR."),
     Command("catch", (), "catch interrupt [VEC] | catch exception [VEC] | catch iret",
             "Stop after an external interrupt or an exception is delivered, or when a CPU "
             "is about to execute iret."),
@@ -256,9 +279,15 @@ COMMANDS = (
             "set step-budget N",
             "Change a register or memory (a change rewrites the future: history after "
             "this step is forgotten), or a setting."),
-    Command("stack", ("bt", "backtrace", "where"), "stack [N]",
+    Command("stack", (), "stack [N]",
             "The words at ESP; a Linux 2.6.16 pt_regs frame or an interrupt frame is "
             "named field by field."),
+    Command("backtrace", ("bt", "where"), "backtrace [N]",
+            "The frames on the selected CPU's stack: return addresses past a call, EBP "
+            "frames and interrupt (pt_regs) frames, each named by symbol."),
+    Command("frame", ("f",), "frame [N]", "Select frame N (default: show the selected one)."),
+    Command("up", (), "up [N]", "Select the frame N levels out (towards the caller)."),
+    Command("down", ("do",), "down [N]", "Select the frame N levels in."),
     Command("cpu", ("thread",), "cpu [N]", "Select the CPU whose view is shown."),
     Command("inject", (), "inject VECTOR [at STEP] [cpu N]",
             "Raise an external interrupt on the selected CPU (or cpu N) now, or when the "
@@ -305,7 +334,7 @@ class _StepFailed(Exception):
         self.reason = reason
 
 
-class Engine:
+class Engine(FrameCommands):
     """A debugger over one ``vmi.machine.Machine`` (see the module docstring).
 
     ``symbols`` maps names to linear addresses (``Program.symbols``).
@@ -372,7 +401,7 @@ class Engine:
         self._stop_requested = False  # a ^C that came after the last command ended
         try:
             return self._execute(line)
-        except (CommandError, ExprError, Unmapped) as error:
+        except (CommandError, ExprError, Unmapped, FrameError) as error:
             return str(error)
         except RecursionError:
             return "expression too deeply nested"
@@ -947,6 +976,7 @@ class Engine:
         stepped) and remember the stop."""
         self.selected = stop.cpu
         self.last_stop = stop
+        self.frame_level = 0
         return stop
 
     def report(self, stop: Stop, *, previous: int | None = None) -> str:
