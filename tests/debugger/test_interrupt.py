@@ -167,7 +167,7 @@ def test_a_second_client_is_told_at_once_and_the_first_goes_on():
         assert reply == "E." + BUSY
         assert time.monotonic() - start < 3
         second.sock.settimeout(5)
-        assert second.sock.recv(100) == b""  # and closed
+        assert second.sock.recv(100) == b""  # and closed (an orderly end, no reset)
         second.close()
         assert serving.server.refused == 1
         assert serving.notices == ["refused a second client: another one is connected"]

@@ -60,6 +60,7 @@ from vmi.debugger.memview import (
     write_plan,
 )
 from vmi.debugger.monitorview import Before, MonitorView, Window
+from vmi.debugger.watch import AccessWatch
 
 M32 = 0xFFFFFFFF
 #: Steps ``continue`` takes at most unless told otherwise (``set step-budget N``).
@@ -147,6 +148,8 @@ class Point:
     vector: int | None = None
     owner: str = "user"
     value: bytes | None = None
+    #: What a watchpoint watches: ``write`` (a change of value), ``read`` or ``access``.
+    access: str = "write"
 
 
 @define
@@ -232,7 +235,7 @@ COMMANDS = (
     Command("reverse-continue", ("rc",), "reverse-continue",
             "Go back to the last place a breakpoint, watchpoint or catchpoint fired, or to "
             "the start of history."),
-    Command("finish", ("fin",), "finish",
+    Command("finish", (), "finish",
             "Run until the selected frame's function returns: the selected CPU's first "
             "ret or iret after which ESP is above the frame's."),
     Command("reverse-finish", (), "reverse-finish",
@@ -393,6 +396,8 @@ class Engine(FrameCommands):
         self._x_format = ("x", 4)
         self._x_next: int | None = None
         self.last_stop: Stop | None = None
+        #: Sees data reads and writes while read or access watchpoints exist.
+        self._access = AccessWatch(machine)
         self._install_trace()
 
     # == public API ========================================================================
@@ -571,13 +576,32 @@ class Engine(FrameCommands):
         self._index_breakpoints()
         return point
 
-    def add_watchpoint(self, address: int, length: int = 4, *, owner: str = "user") -> Point:
+    def add_watchpoint(self, address: int, length: int = 4, *, owner: str = "user",
+                       access: str = "write") -> Point:
+        """A watchpoint on ``length`` bytes at linear ``address``: ``access`` is
+        ``write`` (stop when a step changes them), ``read`` (when an instruction
+        reads any of them) or ``access`` (reads or writes)."""
+        command = {"write": "watch", "read": "rwatch", "access": "awatch"}[access]
         if not 1 <= length <= 64:
-            raise CommandError(f"watch: length: {_signed(length)} is out of range (1..64)")
+            raise CommandError(f"{command}: length: {_signed(length)} is out of range (1..64)")
         point = self._new_point("watchpoint", address=address & M32, length=length,
-                                owner=owner)
+                                owner=owner, access=access)
         point.value = self._peek(self.machine.cpus[self.selected], address & M32, length)
+        self._watch_accesses()
         return point
+
+    def _watch_accesses(self) -> None:
+        """Wrap the CPUs' accessors while an enabled read or access watchpoint exists
+        (``vmi.debugger.watch``), and unwrap them when none is left."""
+        ranges = []
+        writes = False
+        for point in self.points.values():
+            if point.kind == "watchpoint" and point.access != "write" and point.enabled:
+                assert point.address is not None
+                ranges.append((point.address, point.address + point.length))
+                writes = writes or point.access == "access"
+        if ranges or self._access.active:
+            self._access.watch(ranges, writes)
 
     def add_catchpoint(self, catch: str, vector: int | None = None) -> Point:
         return self._new_point("catchpoint", catch=catch, vector=vector)
@@ -589,10 +613,12 @@ class Engine(FrameCommands):
             del self.points[number]
         self._index_breakpoints()
 
-    def remove_owned(self, kind: str, address: int, owner: str) -> bool:
-        """Delete the ``owner``'s point of ``kind`` at ``address``; False if none."""
+    def remove_owned(self, kind: str, address: int, owner: str, access: str = "write") -> bool:
+        """Delete the ``owner``'s point of ``kind`` at ``address`` (a watchpoint: of
+        ``access``); False if none."""
         for number, point in list(self.points.items()):
-            if point.kind == kind and point.address == address & M32 and point.owner == owner:
+            if point.kind == kind and point.address == address & M32 and \
+                    point.owner == owner and (kind != "watchpoint" or point.access == access):
                 del self.points[number]
                 self._index_breakpoints()
                 return True
@@ -670,6 +696,8 @@ class Engine(FrameCommands):
         if self._record is not None and not replay:
             eip, text = self._next_text()
         self._events.clear()
+        if self._access.ranges:
+            self._access.arm()
         view = self.monitor_view
         if view is not None and not replay:
             stats = view.monitor.stats
@@ -819,7 +847,11 @@ class Engine(FrameCommands):
                 assert point.address is not None
                 new = self._peek(cpu, point.address, point.length)
                 old, point.value = point.value, new
-                if new != old and new is not None and old is not None:
+                if point.access != "write":
+                    text = self._accessed(point, record.cpu, old, new)
+                    if text:
+                        hits.append(Hit("watchpoint", point.number, text, point.address))
+                elif new != old and new is not None and old is not None:
                     hits.append(Hit("watchpoint", point.number, _watch_text(point, old, new),
                                     point.address))
             elif point.kind == "catchpoint":
@@ -836,6 +868,25 @@ class Engine(FrameCommands):
                                     f"{code_linear(cpu):#x}{f' <{where}>' if where else ''}",
                                     point.address))
         return tuple(hits)
+
+    def _accessed(self, point: Point, cpu: int, old: bytes | None, new: bytes | None) -> str:
+        """The report of read or access watchpoint ``point`` if CPU ``cpu``'s step
+        touched its bytes (gdb's words), else empty."""
+        assert point.address is not None
+        start, end = point.address, point.address + point.length
+        touched = [a for a in self._access.seen if a.cpu == cpu and a.address < end
+                   and a.address + a.size > start and (point.access == "access" or not a.write)]
+        if not touched:
+            return ""
+        kind = "read" if point.access == "read" else "access (read/write)"
+        how = "written" if any(a.write for a in touched) else "read"
+        head = (f"Hardware {kind} watchpoint {point.number}: {point.address:#x} "
+                f"({point.length} bytes), {how} by cpu{cpu}")
+        if new is None:
+            return head + "\n\nValue = (unmapped)"
+        if old is not None and old != new:
+            return head + f"\n\nOld value = {_show(old)}\nNew value = {_show(new)}"
+        return head + f"\n\nValue = {_show(new)}"
 
     def _catch(self, point: Point, record: StepRecord, cpu: Any) -> str:
         vector = point.vector
@@ -939,6 +990,7 @@ class Engine(FrameCommands):
         return point
 
     def _index_breakpoints(self) -> None:
+        self._watch_accesses()
         index: dict[int, list[Point]] = {}
         for point in self.points.values():
             if point.kind == "breakpoint" and point.address is not None:
@@ -1186,15 +1238,17 @@ class Engine(FrameCommands):
                 raise CommandError(f"No breakpoint number {number}.")
             self.points[number].enabled = enabled
         self._refresh_watches()
+        self._watch_accesses()
         return ""
 
     def _do_enable(self, args: str) -> str:
         return self._do_disable(args, enabled=True)
 
-    def _do_watch(self, args: str) -> str:
+    def _do_watch(self, args: str, access: str = "write") -> str:
+        command = {"write": "watch", "read": "rwatch", "access": "awatch"}[access]
         words = args.split()
         if not words:
-            raise CommandError("watch needs an address: watch ADDR [LEN]")
+            raise CommandError(f"{command} needs an address: {command} ADDR [LEN]")
         length = 4
         expression = args
         if len(words) > 1:
@@ -1204,11 +1258,19 @@ class Engine(FrameCommands):
             except CommandError:
                 length, expression = 4, args
         address = self._address(expression.lstrip("*"))
-        point = self.add_watchpoint(address, length)
+        point = self.add_watchpoint(address, length, access=access)
         label = self.symbolize(address)
         where = f" <{label}>" if label else ""
         value = "unmapped" if point.value is None else point.value.hex(" ")
-        return f"Watchpoint {point.number}: {address:#x}{where}, {length} bytes (now {value})"
+        kind = {"write": "Watchpoint", "read": "Hardware read watchpoint",
+                "access": "Hardware access (read/write) watchpoint"}[access]
+        return f"{kind} {point.number}: {address:#x}{where}, {length} bytes (now {value})"
+
+    def _do_rwatch(self, args: str) -> str:
+        return self._do_watch(args, access="read")
+
+    def _do_awatch(self, args: str) -> str:
+        return self._do_watch(args, access="access")
 
     def _do_catch(self, args: str) -> str:
         words = args.split()
@@ -1321,7 +1383,10 @@ class Engine(FrameCommands):
                     what = f"{point.length} bytes {what}".rstrip()
             if point.owner != "user":
                 what = f"{what} (from {point.owner})".lstrip()
-            lines.append(f"{point.number:<4} {point.kind:<11} {disp}  {enabled}    "
+            kind = point.kind
+            if kind == "watchpoint" and point.access != "write":
+                kind = "rwatchpoint" if point.access == "read" else "awatchpoint"
+            lines.append(f"{point.number:<4} {kind:<11} {disp}  {enabled}    "
                          f"{address:<11} {what}".rstrip())
             if point.hits:
                 lines.append(f"        already hit {point.hits} time"
@@ -1726,11 +1791,12 @@ def _format_value(value: int, fmt: str) -> str:
     return str(value - (1 << 32) if value >> 31 else value)
 
 
-def _watch_text(point: Point, old: bytes, new: bytes) -> str:
-    def show(data: bytes) -> str:
-        if len(data) in (1, 2, 4, 8):
-            return f"{int.from_bytes(data, 'little'):#x}"
-        return data.hex(" ")
+def _show(data: bytes) -> str:
+    if len(data) in (1, 2, 4, 8):
+        return f"{int.from_bytes(data, 'little'):#x}"
+    return data.hex(" ")
 
+
+def _watch_text(point: Point, old: bytes, new: bytes) -> str:
     return (f"Watchpoint {point.number}: {point.address:#x} ({point.length} bytes)\n"
-            f"Old value = {show(old)}\nNew value = {show(new)}")
+            f"Old value = {_show(old)}\nNew value = {_show(new)}")

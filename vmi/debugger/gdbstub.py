@@ -16,7 +16,8 @@ reference/debugger.md §1.2, checked against gdb 13.1):
   with ``replaylog:begin`` at the start of history, ^C (a 0x03 byte) while
   running, answered ``T02``;
 * breakpoints ``Z0``/``Z1`` (stop replies say ``swbreak:``/``hwbreak:``, so
-  gdb does not rewind the PC) and write watchpoints ``Z2`` (``watch:ADDR``);
+  gdb does not rewind the PC), write, read and access watchpoints ``Z2``/``Z3``/
+  ``Z4`` (``watch:``/``rwatch:``/``awatch:ADDR``);
 * threads = CPUs, thread id = CPU index + 1 (as QEMU): ``qfThreadInfo``,
   ``qC``, ``Hg``/``Hc``, ``T``, ``qThreadExtraInfo``;
 * ``qRcmd``: ``monitor CMD`` runs an engine command (``monitor info idt``).
@@ -440,7 +441,10 @@ class GdbSession:
         elif stop.reason == "hit":
             for hit in stop.hits:
                 if hit.kind == "watchpoint" and hit.address is not None:
-                    reason = f"watch:{hit.address:x};"
+                    point = self.engine.points.get(hit.number)
+                    access = point.access if point is not None else "write"
+                    word = {"write": "watch", "read": "rwatch", "access": "awatch"}[access]
+                    reason = f"{word}:{hit.address:x};"
                     break
                 if hit.kind == "breakpoint" and stop.cpu != stepped:
                     hardware = hit.address in self.hardware
@@ -468,13 +472,14 @@ class GdbSession:
                 engine.remove_owned("breakpoint", address, "gdb")
                 self.hardware.discard(address)
             return "OK"
-        if kind == 2:
+        if kind in (2, 3, 4):  # write, read, access watchpoints
+            access = ("write", "read", "access")[kind - 2]
             if insert:
-                engine.add_watchpoint(address, size, owner="gdb")
+                engine.add_watchpoint(address, size, owner="gdb", access=access)
             else:
-                engine.remove_owned("watchpoint", address, "gdb")
+                engine.remove_owned("watchpoint", address, "gdb", access)
             return "OK"
-        return ""  # read and access watchpoints are not offered
+        return ""
 
     def _thread(self, text: str) -> int | None:
         """The CPU index of thread id ``text`` (None if there is no such thread);
@@ -693,6 +698,11 @@ def refuse(client: socket.socket, *, wait: float = 2.0) -> None:
             if not connection._fill(wait):
                 break
         connection.send("E." + BUSY)
+        client.shutdown(socket.SHUT_WR)  # end of our side: the client reads EOF
+        deadline = wait
+        while deadline > 0 and connection._fill(0.1):  # its '+' and last words,
+            connection.buffer.clear()  # so closing does not reset the connection
+            deadline -= 0.1
     except (Disconnected, OSError):
         pass
     finally:
