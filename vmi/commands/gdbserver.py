@@ -32,13 +32,27 @@ from vmi.commands.debug import machine_options, open_session
               type=click.FloatRange(min=0),
               help="Drop a client that sends nothing for SECONDS while the machine is "
                    "stopped, and serve the next one (0: never).")
-def command(port: int, host: str, once: bool, idle_timeout: float,
+@click.option("--symbols", "symbols", metavar="FILE.elf",
+              help="Write an ELF file with the code and the symbols of every program the "
+                   "session runs (kernel, ROMs, user programs) for gdb's 'file FILE.elf', "
+                   "so that 'break restore_nocheck' works.")
+def command(port: int, host: str, once: bool, idle_timeout: float, symbols: str | None,
             **options: Any) -> None:
     """Serve the bundled kernel (natively or under the VMI monitor: --mode) or a
     program (--program FILE.S) to gdb."""
     from vmi.debugger.gdbstub import GdbServer
 
     engine, banner = open_session(options)
+    if symbols:
+        from vmi.debugger.symfile import write_symbols
+
+        try:
+            sections, names = write_symbols(engine, symbols)
+        except (OSError, ValueError) as error:
+            raise UserError(f"--symbols {symbols}: "
+                            f"{getattr(error, 'strerror', None) or error}") from None
+        click.echo(f"wrote {symbols}: {sections} sections, {names} symbols "
+                   f"(gdb: file {symbols})")
     server = GdbServer(engine, idle_timeout=idle_timeout or None,
                        notice=lambda text: click.echo(text, err=True))
     try:

@@ -374,6 +374,8 @@ class Engine(FrameCommands):
         self._counters_key: tuple[int, int] | None = None
         #: The booted ``vmi.system.System`` when the loader made one (else None).
         self.system: Any = None
+        #: The assembled ``--program`` when the loader made one (else None).
+        self.program: Any = None
         self.step_budget = step_budget
         self.command_limit = command_limit
         self.selected = 0
