@@ -886,7 +886,7 @@ class Engine(FrameCommands):
                 f"({point.length} bytes), {how} by cpu{cpu}")
         if new is None:
             return head + "\n\nValue = (unmapped)"
-        if old is not None and old != new:
+        if point.access == "access" and old is not None and old != new:
             return head + f"\n\nOld value = {_show(old)}\nNew value = {_show(new)}"
         return head + f"\n\nValue = {_show(new)}"
 

@@ -97,9 +97,17 @@ class Loaded:
 
 # -- --program ---------------------------------------------------------------------------
 def program_machine(path: str | Path, *, base: int, macros: str | None, cpus: int,
-                    memory_size: int = DEFAULT_MEMORY) -> tuple[Any, dict[str, int], Any]:
-    """Assemble ``path`` and load it into a flat-mode machine (see the module
-    docstring); returns the machine, the symbols and the ``vmi.asm.Program``."""
+                    memory_size: int = DEFAULT_MEMORY) -> tuple[Any, dict[str, int]]:
+    """Assemble ``path`` and load it into a flat-mode machine (see the module docstring)."""
+    machine, program = _program_machine(path, base=base, macros=macros, cpus=cpus,
+                                        memory_size=memory_size)
+    return machine, dict(program.symbols)
+
+
+def _program_machine(path: str | Path, *, base: int, macros: str | None, cpus: int,
+                     memory_size: int) -> tuple[Any, Any]:
+    """``program_machine``, returning the ``vmi.asm.Program`` instead of its symbols
+    (``gdbserver --symbols`` writes its sections)."""
     from vmi.asm import AsmError, assemble
     from vmi.machine import Machine
 
@@ -130,7 +138,7 @@ def program_machine(path: str | Path, *, base: int, macros: str | None, cpus: in
         cpu.enter_flat_mode(0)
         cpu.eip = entry
         cpu.regs.esp = max(0, memory_size - index * STACK_SPACING)
-    return machine, dict(program.symbols), program
+    return machine, program
 
 
 # -- the bundled kernel ---------------------------------------------------------------------
@@ -186,8 +194,9 @@ def load_machine(*, program: str | None, base: int, macros: str | None, cpus: in
     """The machine of a session: ``--program`` or the bundled kernel."""
     if program is not None:
         macro_set = None if macros == "none" else (macros or "native")
-        machine, symbols, assembled = program_machine(program, base=base, macros=macro_set,
-                                                      cpus=cpus, memory_size=memory_size)
+        machine, assembled = _program_machine(program, base=base, macros=macro_set,
+                                              cpus=cpus, memory_size=memory_size)
+        symbols = dict(assembled.symbols)
         return Loaded(machine, symbols, symbols, None, f"{program} at {base:#x}", assembled)
     system = kernel_system(mode=mode, policy=policy, macros=macros, cpus=cpus, seed=seed)
     symbols, labels = kernel_labels(system)
