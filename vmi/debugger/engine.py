@@ -6,8 +6,10 @@ person should see. It does no terminal I/O, so the same engine serves the
 the remote stub (``vmi.debugger.gdbstub``), notebooks and tests.
 
 Commands follow gdb's names and abbreviations (``stepi``/``si``,
-``x/4wx $esp``, ``break *0x1000``, ``reverse-stepi``) with a few for what gdb
-cannot see: ``inject`` raises an external interrupt, ``stack`` names a Linux
+``x/4wx $esp``, ``break *0x1000``, ``reverse-stepi``; ``backtrace``, ``finish``,
+``reverse-finish`` and ``reverse-nexti`` live in ``vmi.debugger.frames``, read
+and access watchpoints see memory through ``vmi.debugger.watch``) with a few
+for what gdb cannot see: ``inject`` raises an external interrupt, ``stack`` names a Linux
 ``pt_regs`` frame, ``info idt`` decodes the gates, ``cpu N`` picks the CPU
 whose view is shown. ``help`` lists them all; ``docs/debugger.md`` shows a
 session.
@@ -17,7 +19,10 @@ CPU, chosen by the machine's interleaving; delivering an interrupt is a step
 of its own, so a breakpoint on a handler's first instruction always fires.
 ``stepi`` runs steps until the selected CPU has taken one (the others run as
 the interleaving says in between), ``continue`` until a breakpoint,
-watchpoint or catchpoint, or a step budget, so a command never hangs.
+watchpoint or catchpoint, or a step budget, so a command never hangs. Any run
+stops at the next step once ``request_stop`` was called (the ``vmi debug``
+shell's ^C handler) or ``poll`` says so (called every ``POLL_EVERY`` steps: the
+gdb stub's look at its socket for gdb's interrupt byte).
 
 Reverse execution (``reverse-stepi``, ``reverse-continue``, ``goto``) restores
 a periodic snapshot and re-executes (``vmi.debugger.history``); the state it
