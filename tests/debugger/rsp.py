@@ -67,9 +67,10 @@ class Client:
 class Served:
     """A ``GdbServer`` on an ephemeral port, serving in a background thread."""
 
-    def __init__(self, engine: Any, *, once: bool = False) -> None:
+    def __init__(self, engine: Any, *, once: bool = False, **options: Any) -> None:
         self.engine = engine
-        self.server = GdbServer(engine)
+        self.notices: list[str] = []
+        self.server = GdbServer(engine, notice=self.notices.append, **options)
         self.port = self.server.listen("127.0.0.1", 0)
         self.thread = threading.Thread(target=self.server.serve, kwargs={"once": once},
                                        daemon=True)

@@ -105,8 +105,9 @@ def test_errors_are_one_line_and_never_a_traceback(tmp_path):
     assert status == 0
     assert "Traceback" not in out + err
     assert "no register named $nosuch" in out
-    assert "a watchpoint covers 1 to 64 bytes" in out
-    assert "no cpu7" in out
+    assert "watch: length: 999 is out of range (1..64)" in out
+    assert "cpu: 7 is out of range (0..0)" in out
+    assert "continue: count: 0 is out of range (1..1000000000)" in out
 
 
 def test_triple_fault_is_reported_not_raised(tmp_path):
@@ -158,9 +159,4 @@ def test_the_shell_repeats_at_a_terminal_and_completes():
     shell.interactive = True  # Enter repeats, as at a terminal
     shell.use_rawinput = False
     shell.run()
-    assert engine.machine.steps == 2
-    assert shell.completenames("rev") == ["reverse-continue", "reverse-stepi"]
-    assert "bump" in shell.completedefault("bu", "break bu", 6, 8)
-    assert "*bump" in shell.completedefault("*bu", "break *bu", 6, 9)
-    assert "$esp" in shell.completedefault("$es", "x $es", 2, 5)
-    assert "registers" in shell.completedefault("reg", "info reg", 5, 8)
+    assert engine.machine.steps == 2  # completion: tests/debugger/test_complete.py

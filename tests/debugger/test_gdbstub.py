@@ -182,7 +182,7 @@ def test_write_watchpoint_reports_the_address(served):
     assert reply == f"T05watch:{counter:x};thread:{engine.selected + 1:02x};"
     assert engine.machine.memory.read32(counter) == 1
     assert client.ask(f"z2,{counter:x},4") == "OK"
-    assert client.ask(f"Z3,{counter:x},4") == ""  # read watchpoints are not offered
+    assert client.ask(f"Z5,{counter:x},4") == ""  # no such kind: the empty reply
 
 
 def test_monitor_runs_engine_commands(served):

@@ -6,8 +6,10 @@ person should see. It does no terminal I/O, so the same engine serves the
 the remote stub (``vmi.debugger.gdbstub``), notebooks and tests.
 
 Commands follow gdb's names and abbreviations (``stepi``/``si``,
-``x/4wx $esp``, ``break *0x1000``, ``reverse-stepi``) with a few for what gdb
-cannot see: ``inject`` raises an external interrupt, ``stack`` names a Linux
+``x/4wx $esp``, ``break *0x1000``, ``reverse-stepi``; ``backtrace``, ``finish``,
+``reverse-finish`` and ``reverse-nexti`` live in ``vmi.debugger.frames``, read
+and access watchpoints see memory through ``vmi.debugger.watch``) with a few
+for what gdb cannot see: ``inject`` raises an external interrupt, ``stack`` names a Linux
 ``pt_regs`` frame, ``info idt`` decodes the gates, ``cpu N`` picks the CPU
 whose view is shown. ``help`` lists them all; ``docs/debugger.md`` shows a
 session.
@@ -17,7 +19,10 @@ CPU, chosen by the machine's interleaving; delivering an interrupt is a step
 of its own, so a breakpoint on a handler's first instruction always fires.
 ``stepi`` runs steps until the selected CPU has taken one (the others run as
 the interleaving says in between), ``continue`` until a breakpoint,
-watchpoint or catchpoint, or a step budget, so a command never hangs.
+watchpoint or catchpoint, or a step budget, so a command never hangs. Any run
+stops at the next step once ``request_stop`` was called (the ``vmi debug``
+shell's ^C handler) or ``poll`` says so (called every ``POLL_EVERY`` steps: the
+gdb stub's look at its socket for gdb's interrupt byte).
 
 Reverse execution (``reverse-stepi``, ``reverse-continue``, ``goto``) restores
 a periodic snapshot and re-executes (``vmi.debugger.history``); the state it
@@ -44,11 +49,12 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from attrs import define, frozen
+from attrs import define, evolve, frozen
 
 from vmi.cpu.operands import GPR8, GPR16, GPR32, SEGMENTS, Relative
 from vmi.debugger import views
 from vmi.debugger.expr import ExprError, evaluate
+from vmi.debugger.frames import FrameCommands, FrameError
 from vmi.debugger.history import DEFAULT_BUDGET, DEFAULT_INTERVAL, Edit, History
 from vmi.debugger.memview import (
     Unmapped,
@@ -59,12 +65,17 @@ from vmi.debugger.memview import (
     write_plan,
 )
 from vmi.debugger.monitorview import Before, MonitorView, Window
+from vmi.debugger.watch import AccessWatch
 
 M32 = 0xFFFFFFFF
 #: Steps ``continue`` takes at most unless told otherwise (``set step-budget N``).
 DEFAULT_STEP_BUDGET = 200_000
-#: How often a long run looks at ``poll`` (the gdb stub's check for ^C).
+#: How often (in steps) a long run calls ``poll`` (the gdb stub's non-blocking look at
+#: its socket for a ^C byte); the ^C flag of ``vmi debug`` is a plain attribute, read
+#: at every step because it costs less than a step's bookkeeping.
 POLL_EVERY = 256
+#: The largest count a stepping command takes (``stepi N``, ``reverse-stepi N``...).
+MAX_COUNT = 1_000_000_000
 #: The most monitor notes (window policy outcomes) a stop report lists in full.
 MAX_NOTES = 8
 #: The most units ``x`` and ``disassemble`` show at once.
@@ -142,6 +153,8 @@ class Point:
     vector: int | None = None
     owner: str = "user"
     value: bytes | None = None
+    #: What a watchpoint watches: ``write`` (a change of value), ``read`` or ``access``.
+    access: str = "write"
 
 
 @define
@@ -178,6 +191,9 @@ _SHORT = {
     "until": "run until the selected CPU reaches ADDR",
     "reverse-stepi": "go back before the selected CPU's last step",
     "reverse-continue": "go back to the last breakpoint hit",
+    "finish": "run until the selected frame's function returns",
+    "reverse-finish": "go back to the call of the selected frame's function",
+    "reverse-nexti": "go back one step, over a call",
     "goto": "go to a global step, backwards or forwards",
     "when": "show the global step and the history",
     "break": "stop before the instruction at ADDR",
@@ -186,6 +202,8 @@ _SHORT = {
     "disable": "disable breakpoints",
     "enable": "enable breakpoints",
     "watch": "stop after a write changes memory",
+    "rwatch": "stop after a step reads memory",
+    "awatch": "stop after a step reads or writes memory",
     "catch": "stop on an interrupt, an exception or iret",
     "info": "registers, segments, idt, gdt, tss, msr, vcpu, monitor, breakpoints",
     "x": "examine memory (x/4wx $esp, x/3i $pc)",
@@ -195,6 +213,10 @@ _SHORT = {
     "print": "show the value of an expression",
     "set": "change a register, memory or a setting",
     "stack": "the words at ESP, frames named",
+    "backtrace": "the frames on the stack, innermost first",
+    "frame": "select a frame and show it",
+    "up": "select the frame N levels out",
+    "down": "select the frame N levels in",
     "cpu": "select the CPU whose view is shown",
     "inject": "raise an external interrupt, now or at a step",
     "record": "write a trace of every step to a file",
@@ -218,6 +240,13 @@ COMMANDS = (
     Command("reverse-continue", ("rc",), "reverse-continue",
             "Go back to the last place a breakpoint, watchpoint or catchpoint fired, or to "
             "the start of history."),
+    Command("finish", (), "finish",
+            "Run until the selected frame's function returns: the selected CPU's first "
+            "ret or iret after which ESP is above the frame's."),
+    Command("reverse-finish", (), "reverse-finish",
+            "Go back to just before the call that entered the selected frame's function."),
+    Command("reverse-nexti", ("rni",), "reverse-nexti [N]",
+            "Like reverse-stepi, but undoing a callee's ret goes back to before its call."),
     Command("goto", (), "goto STEP", "Go to global step STEP, backwards or forwards "
             "(forwards without stopping at breakpoints)."),
     Command("when", (), "when", "Show the global step counter and the recorded history."),
@@ -231,6 +260,12 @@ COMMANDS = (
     Command("enable", (), "enable [N...]", "Enable breakpoints (all when none given)."),
     Command("watch", (), "watch ADDR [LEN]",
             "Stop after a step changes the LEN bytes (default 4) at linear ADDR."),
+    Command("rwatch", (), "rwatch ADDR [LEN]",
+            "Stop after a step's instruction reads any of the LEN bytes (default 4) at "
+            "linear ADDR."),
+    Command("awatch", (), "awatch ADDR [LEN]",
+            "Stop after a step's instruction reads or writes any of the LEN bytes "
+            "(default 4) at linear ADDR."),
     Command("catch", (), "catch interrupt [VEC] | catch exception [VEC] | catch iret",
             "Stop after an external interrupt or an exception is delivered, or when a CPU "
             "is about to execute iret."),
@@ -252,9 +287,15 @@ COMMANDS = (
             "set step-budget N",
             "Change a register or memory (a change rewrites the future: history after "
             "this step is forgotten), or a setting."),
-    Command("stack", ("bt", "backtrace", "where"), "stack [N]",
+    Command("stack", (), "stack [N]",
             "The words at ESP; a Linux 2.6.16 pt_regs frame or an interrupt frame is "
             "named field by field."),
+    Command("backtrace", ("bt", "where"), "backtrace [N]",
+            "The frames on the selected CPU's stack: return addresses past a call, EBP "
+            "frames and interrupt (pt_regs) frames, each named by symbol."),
+    Command("frame", ("f",), "frame [N]", "Select frame N (default: show the selected one)."),
+    Command("up", (), "up [N]", "Select the frame N levels out (towards the caller)."),
+    Command("down", ("do",), "down [N]", "Select the frame N levels in."),
     Command("cpu", ("thread",), "cpu [N]", "Select the CPU whose view is shown."),
     Command("inject", (), "inject VECTOR [at STEP] [cpu N]",
             "Raise an external interrupt on the selected CPU (or cpu N) now, or when the "
@@ -287,6 +328,10 @@ _TYPE_SIZES = {"char": 1, "unsigned char": 1, "short": 2, "unsigned short": 2, "
                "unsigned int": 4, "long": 4, "unsigned long": 4, "unsigned": 4}
 
 
+class _Interrupted(Exception):
+    """A replay was interrupted (^C, or the stub's poll)."""
+
+
 class _StepFailed(Exception):
     """The machine could not take step ``step`` (``reason`` says why)."""
 
@@ -297,7 +342,7 @@ class _StepFailed(Exception):
         self.reason = reason
 
 
-class Engine:
+class Engine(FrameCommands):
     """A debugger over one ``vmi.machine.Machine`` (see the module docstring).
 
     ``symbols`` maps names to linear addresses (``Program.symbols``).
@@ -334,6 +379,8 @@ class Engine:
         self._counters_key: tuple[int, int] | None = None
         #: The booted ``vmi.system.System`` when the loader made one (else None).
         self.system: Any = None
+        #: The assembled ``--program`` when the loader made one (else None).
+        self.program: Any = None
         self.step_budget = step_budget
         self.command_limit = command_limit
         self.selected = 0
@@ -345,6 +392,10 @@ class Engine:
         self.history = History(machine, interval=snapshot_interval, budget=snapshot_budget)
         self.finished = False
         self._stop_requested = False
+        #: Called every ``POLL_EVERY`` steps of any run; True stops it (the gdb stub
+        #: sets it to its connection's check for a ^C byte while it serves a client).
+        self.poll: Callable[[], bool] | None = None
+        self._ticks = 0
         self._events: list[tuple[int, str]] = []
         self._record: TextIO | None = None
         self._record_name = ""
@@ -352,14 +403,17 @@ class Engine:
         self._x_format = ("x", 4)
         self._x_next: int | None = None
         self.last_stop: Stop | None = None
+        #: Sees data reads and writes while read or access watchpoints exist.
+        self._access = AccessWatch(machine)
         self._install_trace()
 
     # == public API ========================================================================
     def execute(self, line: str) -> str:
         """Run one command line and return what it prints (never raises)."""
+        self._stop_requested = False  # a ^C that came after the last command ended
         try:
             return self._execute(line)
-        except (CommandError, ExprError, Unmapped) as error:
+        except (CommandError, ExprError, Unmapped, FrameError) as error:
             return str(error)
         except RecursionError:
             return "expression too deeply nested"
@@ -406,17 +460,20 @@ class Engine:
         index = self._cpu_index(cpu)
         self._check_runs(index)
         stop = Stop("step", index)
+        taken = 0
         for _ in range(count):
             stop = self._run(self._limit(self.step_budget), target_cpu=index)
+            taken += stop.steps
             if stop.reason != "step":
                 break
-        return self._stopped(stop)
+        return self._stopped(evolve(stop, steps=taken))
 
     def nexti(self, count: int = 1) -> Stop:
         """``stepi``, except that a call runs until it returns."""
         index = self.selected
         self._check_runs(index)
         stop = Stop("step", index)
+        taken = 0
         for _ in range(count):
             cpu = self.machine.cpus[index]
             insn = self._instruction_at(cpu)
@@ -427,9 +484,10 @@ class Engine:
                                  until=_returned(cpu, index, insn.next_address, cpu.r[4]))
                 if stop.reason == "until":
                     stop = Stop("step", index, last=stop.last, steps=stop.steps)
+            taken += stop.steps
             if stop.reason != "step":
                 break
-        return self._stopped(stop)
+        return self._stopped(evolve(stop, steps=taken))
 
     def cont(self, limit: int | None = None, *, poll: Callable[[], bool] | None = None) -> Stop:
         """Run until something stops the machine, at most ``limit`` steps (default: the
@@ -455,7 +513,8 @@ class Engine:
                 self._goto(self.history.origin)
                 return self._stopped(Stop("history-begin", index))
             target = previous
-        self._goto(target)
+        if not self._goto_interruptibly(target):
+            return self._stopped(Stop("interrupted", index))
         return self._stopped(Stop("step", index))
 
     def reverse_continue(self) -> Stop:
@@ -466,7 +525,10 @@ class Engine:
         if any(p.enabled for p in self.points.values()):
             while last > history.origin:
                 start = history.nearest(last - 1)
-                found = self._scan(start, last)
+                try:
+                    found = self._scan(start, last)
+                except _Interrupted:
+                    return self._stopped(Stop("interrupted", self.selected))
                 if found is not None:
                     step, record, hits = found
                     self._goto(step)
@@ -489,7 +551,8 @@ class Engine:
             raise CommandError(f"step {step} is {ahead} steps past the furthest step reached; "
                                f"more than the {bound} a command may run (set step-budget N)")
         try:
-            self._goto(step)
+            if not self._goto_interruptibly(step):
+                return self._stopped(Stop("interrupted", self.selected))
         except _StepFailed as failure:
             self._recover(failure.step)
             return self._stopped(Stop("machine-stopped", failure.cpu, message=failure.reason))
@@ -520,13 +583,32 @@ class Engine:
         self._index_breakpoints()
         return point
 
-    def add_watchpoint(self, address: int, length: int = 4, *, owner: str = "user") -> Point:
+    def add_watchpoint(self, address: int, length: int = 4, *, owner: str = "user",
+                       access: str = "write") -> Point:
+        """A watchpoint on ``length`` bytes at linear ``address``: ``access`` is
+        ``write`` (stop when a step changes them), ``read`` (when an instruction
+        reads any of them) or ``access`` (reads or writes)."""
+        command = {"write": "watch", "read": "rwatch", "access": "awatch"}[access]
         if not 1 <= length <= 64:
-            raise CommandError("a watchpoint covers 1 to 64 bytes")
+            raise CommandError(f"{command}: length: {_signed(length)} is out of range (1..64)")
         point = self._new_point("watchpoint", address=address & M32, length=length,
-                                owner=owner)
+                                owner=owner, access=access)
         point.value = self._peek(self.machine.cpus[self.selected], address & M32, length)
+        self._watch_accesses()
         return point
+
+    def _watch_accesses(self) -> None:
+        """Wrap the CPUs' accessors while an enabled read or access watchpoint exists
+        (``vmi.debugger.watch``), and unwrap them when none is left."""
+        ranges = []
+        writes = False
+        for point in self.points.values():
+            if point.kind == "watchpoint" and point.access != "write" and point.enabled:
+                assert point.address is not None
+                ranges.append((point.address, point.address + point.length))
+                writes = writes or point.access == "access"
+        if ranges or self._access.active:
+            self._access.watch(ranges, writes)
 
     def add_catchpoint(self, catch: str, vector: int | None = None) -> Point:
         return self._new_point("catchpoint", catch=catch, vector=vector)
@@ -538,10 +620,12 @@ class Engine:
             del self.points[number]
         self._index_breakpoints()
 
-    def remove_owned(self, kind: str, address: int, owner: str) -> bool:
-        """Delete the ``owner``'s point of ``kind`` at ``address``; False if none."""
+    def remove_owned(self, kind: str, address: int, owner: str, access: str = "write") -> bool:
+        """Delete the ``owner``'s point of ``kind`` at ``address`` (a watchpoint: of
+        ``access``); False if none."""
         for number, point in list(self.points.items()):
-            if point.kind == kind and point.address == address & M32 and point.owner == owner:
+            if point.kind == kind and point.address == address & M32 and \
+                    point.owner == owner and (kind != "watchpoint" or point.access == access):
                 del self.points[number]
                 self._index_breakpoints()
                 return True
@@ -619,6 +703,8 @@ class Engine:
         if self._record is not None and not replay:
             eip, text = self._next_text()
         self._events.clear()
+        if self._access.ranges:
+            self._access.arm()
         view = self.monitor_view
         if view is not None and not replay:
             stats = view.monitor.stats
@@ -710,14 +796,13 @@ class Engine:
              poll: Callable[[], bool] | None = None) -> Stop:
         """Step until a point fires, ``target_cpu`` takes a step, ``until`` holds, the
         machine halts or stops, a stop is requested, or ``limit`` steps were taken."""
-        self._stop_requested = False
         machine = self.machine
         taken = 0
         record: StepRecord | None = None
         checking = bool(self.points)
+        polls = [p for p in (poll, self.poll) if p is not None]
         while taken < limit:
-            if self._stop_requested or (poll is not None and taken % POLL_EVERY == 0
-                                        and taken and poll()):
+            if self._stop_requested or (polls and self._poll_due(polls)):
                 self._stop_requested = False
                 return Stop("interrupted", self.selected, last=record, steps=taken)
             try:
@@ -740,6 +825,23 @@ class Engine:
                 return Stop("halted", self.selected, last=record, steps=taken)
         return Stop("budget", self.selected, last=record, steps=taken)
 
+    def _poll_due(self, polls: list[Callable[[], bool]]) -> bool:
+        """Count a step towards the next poll; at every ``POLL_EVERY``-th, ask the
+        pollers (the count runs across the ``_run`` calls of one ``stepi N``)."""
+        self._ticks += 1
+        if self._ticks < POLL_EVERY:
+            return False
+        self._ticks = 0
+        return any(poll() for poll in polls)
+
+    def _interrupted(self) -> bool:
+        """True once a stop was requested (^C) or ``poll`` says so; consumes the
+        request. For the loops outside ``_run`` (replays of reverse execution)."""
+        if not self._stop_requested and self.poll is not None:
+            self._stop_requested = self._poll_due([self.poll])
+        requested, self._stop_requested = self._stop_requested, False
+        return requested
+
     def _check(self, record: StepRecord) -> tuple[Hit, ...]:
         """The points that fire on arrival after ``record`` (watchpoint values are
         updated; hit counts are not: see ``_count_hits``)."""
@@ -752,7 +854,11 @@ class Engine:
                 assert point.address is not None
                 new = self._peek(cpu, point.address, point.length)
                 old, point.value = point.value, new
-                if new != old and new is not None and old is not None:
+                if point.access != "write":
+                    text = self._accessed(point, record.cpu, old, new)
+                    if text:
+                        hits.append(Hit("watchpoint", point.number, text, point.address))
+                elif new != old and new is not None and old is not None:
                     hits.append(Hit("watchpoint", point.number, _watch_text(point, old, new),
                                     point.address))
             elif point.kind == "catchpoint":
@@ -769,6 +875,25 @@ class Engine:
                                     f"{code_linear(cpu):#x}{f' <{where}>' if where else ''}",
                                     point.address))
         return tuple(hits)
+
+    def _accessed(self, point: Point, cpu: int, old: bytes | None, new: bytes | None) -> str:
+        """The report of read or access watchpoint ``point`` if CPU ``cpu``'s step
+        touched its bytes (gdb's words), else empty."""
+        assert point.address is not None
+        start, end = point.address, point.address + point.length
+        touched = [a for a in self._access.seen if a.cpu == cpu and a.address < end
+                   and a.address + a.size > start and (point.access == "access" or not a.write)]
+        if not touched:
+            return ""
+        kind = "read" if point.access == "read" else "access (read/write)"
+        how = "written" if any(a.write for a in touched) else "read"
+        head = (f"Hardware {kind} watchpoint {point.number}: {point.address:#x} "
+                f"({point.length} bytes), {how} by cpu{cpu}")
+        if new is None:
+            return head + "\n\nValue = (unmapped)"
+        if point.access == "access" and old is not None and old != new:
+            return head + f"\n\nOld value = {_show(old)}\nNew value = {_show(new)}"
+        return head + f"\n\nValue = {_show(new)}"
 
     def _catch(self, point: Point, record: StepRecord, cpu: Any) -> str:
         vector = point.vector
@@ -799,6 +924,8 @@ class Engine:
         self._refresh_watches()
         found = None
         while self.machine.steps < last:
+            if self._interrupted():
+                raise _Interrupted
             record = self._step(replay=True)
             hits = self._check(record)
             if hits:
@@ -817,6 +944,22 @@ class Engine:
             while machine.steps < target:
                 self._step(replay=machine.steps < history.end)
         self._refresh_watches()
+
+    def _goto_interruptibly(self, target: int) -> bool:
+        """``_goto``, but a ^C (or ``poll``) stops the replay where it is: False then."""
+        machine = self.machine
+        history = self.history
+        if target != machine.steps:
+            nearest = history.nearest(target)
+            if not nearest <= machine.steps <= target:
+                history.restore(nearest)
+            while machine.steps < target:
+                if self._interrupted():
+                    self._refresh_watches()
+                    return False
+                self._step(replay=machine.steps < history.end)
+        self._refresh_watches()
+        return True
 
     def _recover(self, step: int) -> None:
         """After a step failed half-way, put the machine back at ``step`` exactly (the
@@ -854,6 +997,7 @@ class Engine:
         return point
 
     def _index_breakpoints(self) -> None:
+        self._watch_accesses()
         index: dict[int, list[Point]] = {}
         for point in self.points.values():
             if point.kind == "breakpoint" and point.address is not None:
@@ -891,6 +1035,7 @@ class Engine:
         stepped) and remember the stop."""
         self.selected = stop.cpu
         self.last_stop = stop
+        self.frame_level = 0
         return stop
 
     def report(self, stop: Stop, *, previous: int | None = None) -> str:
@@ -1048,16 +1193,20 @@ class Engine:
         return "\n".join(lines)
 
     def _count_arg(self, args: str, name: str) -> int:
+        """A step count: 1..MAX_COUNT (^C stops a long one)."""
         if not args:
             return 1
-        count = self._number(args, "count")
-        if count < 1:
-            raise CommandError(f"{name}: the count must be at least 1")
-        budget = self._limit(self.step_budget)
-        if count > budget:
-            raise CommandError(f"{name}: {count} is more than the step budget ({budget}); "
-                               "set step-budget N to allow more")
-        return count
+        return self._ranged(args, f"{name}: count", 1, MAX_COUNT)
+
+    def _ranged(self, text: str, what: str, low: int, high: int) -> int:
+        """The value of ``text``, which must lie in ``low..high``; a value with bit 31
+        set is read as the negative number it was most likely written as."""
+        value = self._number(text, what)
+        if value >> 31 and low >= 0 and high < 1 << 31:
+            value -= 1 << 32
+        if not low <= value <= high:
+            raise CommandError(f"{what}: {value} is out of range ({low}..{high})")
+        return value
 
     # -- breakpoints --------------------------------------------------------------------------
     def _do_break(self, args: str, temporary: bool = False) -> str:
@@ -1096,15 +1245,17 @@ class Engine:
                 raise CommandError(f"No breakpoint number {number}.")
             self.points[number].enabled = enabled
         self._refresh_watches()
+        self._watch_accesses()
         return ""
 
     def _do_enable(self, args: str) -> str:
         return self._do_disable(args, enabled=True)
 
-    def _do_watch(self, args: str) -> str:
+    def _do_watch(self, args: str, access: str = "write") -> str:
+        command = {"write": "watch", "read": "rwatch", "access": "awatch"}[access]
         words = args.split()
         if not words:
-            raise CommandError("watch needs an address: watch ADDR [LEN]")
+            raise CommandError(f"{command} needs an address: {command} ADDR [LEN]")
         length = 4
         expression = args
         if len(words) > 1:
@@ -1114,11 +1265,19 @@ class Engine:
             except CommandError:
                 length, expression = 4, args
         address = self._address(expression.lstrip("*"))
-        point = self.add_watchpoint(address, length)
+        point = self.add_watchpoint(address, length, access=access)
         label = self.symbolize(address)
         where = f" <{label}>" if label else ""
         value = "unmapped" if point.value is None else point.value.hex(" ")
-        return f"Watchpoint {point.number}: {address:#x}{where}, {length} bytes (now {value})"
+        kind = {"write": "Watchpoint", "read": "Hardware read watchpoint",
+                "access": "Hardware access (read/write) watchpoint"}[access]
+        return f"{kind} {point.number}: {address:#x}{where}, {length} bytes (now {value})"
+
+    def _do_rwatch(self, args: str) -> str:
+        return self._do_watch(args, access="read")
+
+    def _do_awatch(self, args: str) -> str:
+        return self._do_watch(args, access="access")
 
     def _do_catch(self, args: str) -> str:
         words = args.split()
@@ -1231,7 +1390,10 @@ class Engine:
                     what = f"{point.length} bytes {what}".rstrip()
             if point.owner != "user":
                 what = f"{what} (from {point.owner})".lstrip()
-            lines.append(f"{point.number:<4} {point.kind:<11} {disp}  {enabled}    "
+            kind = point.kind
+            if kind == "watchpoint" and point.access != "write":
+                kind = "rwatchpoint" if point.access == "read" else "awatchpoint"
+            lines.append(f"{point.number:<4} {kind:<11} {disp}  {enabled}    "
                          f"{address:<11} {what}".rstrip())
             if point.hits:
                 lines.append(f"        already hit {point.hits} time"
@@ -1261,7 +1423,7 @@ class Engine:
             else:
                 raise CommandError(f"Undefined output format \"{char}\".")
         if count < 1 or count > MAX_UNITS:
-            raise CommandError(f"x: the count must be 1..{MAX_UNITS}")
+            raise CommandError(f"x: count: {count} is out of range (1..{MAX_UNITS})")
         if expression.strip():
             address = self._address(expression)
         elif self._x_next is not None:
@@ -1371,7 +1533,8 @@ class Engine:
             address = self._address(" ".join(words))
             end = None
         if not 1 <= count <= MAX_UNITS:
-            raise CommandError(f"disassemble: the count must be 1..{MAX_UNITS}")
+            raise CommandError(f"disassemble: count: {_signed(count)} is out of range "
+                               f"(1..{MAX_UNITS})")
         here = code_linear(cpu)
         base = address
         title = (f"Dump of assembler code for function {function}:" if function else
@@ -1464,25 +1627,20 @@ class Engine:
             return ""
         match = re.match(r"step-budget\s+(\S+)$", args)
         if match:
-            budget = self._number(match.group(1), "step budget")
-            if budget < 1:
-                raise CommandError("the step budget must be at least 1")
+            budget = self._ranged(match.group(1), "step budget", 1, MAX_COUNT)
             self.step_budget = budget
             return f"continue now stops after at most {budget} steps"
         raise CommandError("set $REG = EXPR | set {int|short|char} ADDR = EXPR | "
                            "set step-budget N")
 
     def _do_stack(self, args: str) -> str:
-        count = self._number(args, "count") if args else 16
-        if not 1 <= count <= 256:
-            raise CommandError("stack: the count must be 1..256")
+        count = self._ranged(args, "stack: count", 1, 256) if args else 16
         return "\n".join(views.stack(self.machine.cpus[self.selected], count, self.symbolize))
 
     def _do_cpu(self, args: str) -> str:
         if not args:
             return self.where()
-        index = self._number(args, "cpu")
-        self._cpu_index(index)
+        index = self._ranged(args, "cpu", 0, len(self.machine.cpus) - 1)
         self.selected = index
         return f"[Switching to cpu{index}]\n" + self.where()
 
@@ -1620,6 +1778,11 @@ def _returned(cpu: Any, index: int, back: int, esp: int) -> Callable[[StepRecord
     return check
 
 
+def _signed(value: int) -> int:
+    """A 32-bit value read as two's complement (for messages about counts)."""
+    return value - (1 << 32) if value >> 31 else value
+
+
 def _format_value(value: int, fmt: str) -> str:
     if fmt == "x":
         return f"{value:#x}"
@@ -1635,11 +1798,12 @@ def _format_value(value: int, fmt: str) -> str:
     return str(value - (1 << 32) if value >> 31 else value)
 
 
-def _watch_text(point: Point, old: bytes, new: bytes) -> str:
-    def show(data: bytes) -> str:
-        if len(data) in (1, 2, 4, 8):
-            return f"{int.from_bytes(data, 'little'):#x}"
-        return data.hex(" ")
+def _show(data: bytes) -> str:
+    if len(data) in (1, 2, 4, 8):
+        return f"{int.from_bytes(data, 'little'):#x}"
+    return data.hex(" ")
 
+
+def _watch_text(point: Point, old: bytes, new: bytes) -> str:
     return (f"Watchpoint {point.number}: {point.address:#x} ({point.length} bytes)\n"
-            f"Old value = {show(old)}\nNew value = {show(new)}")
+            f"Old value = {_show(old)}\nNew value = {_show(new)}")

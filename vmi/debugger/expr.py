@@ -108,7 +108,11 @@ class _Parser:
     def primary(self) -> int:
         kind, text = self.take()
         if kind == "num":
-            return int(text, 16) if text[:2].lower() == "0x" else int(text)
+            value = int(text, 16) if text[:2].lower() == "0x" else int(text)
+            if value > M32:  # a literal never wraps silently
+                raise ExprError(f"{text} is out of range: a value is 32 bits "
+                                f"(0..{M32:#x})")
+            return value
         if kind == "reg":
             value = self.register(text.lower())
             if value is None:

@@ -16,7 +16,8 @@ reference/debugger.md §1.2, checked against gdb 13.1):
   with ``replaylog:begin`` at the start of history, ^C (a 0x03 byte) while
   running, answered ``T02``;
 * breakpoints ``Z0``/``Z1`` (stop replies say ``swbreak:``/``hwbreak:``, so
-  gdb does not rewind the PC) and write watchpoints ``Z2`` (``watch:ADDR``);
+  gdb does not rewind the PC), write, read and access watchpoints ``Z2``/``Z3``/
+  ``Z4`` (``watch:``/``rwatch:``/``awatch:ADDR``);
 * threads = CPUs, thread id = CPU index + 1 (as QEMU): ``qfThreadInfo``,
   ``qC``, ``Hg``/``Hc``, ``T``, ``qThreadExtraInfo``;
 * ``qRcmd``: ``monitor CMD`` runs an engine command (``monitor info idt``).
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import select
 import socket
+import threading
 from collections.abc import Callable
 
 from vmi.debugger.engine import CommandError, Engine, Stop
@@ -57,6 +59,15 @@ SUPPORTED = (f"PacketSize={PACKET_SIZE:x};qXfer:features:read+;swbreak+;hwbreak+
              "ReverseStep+;ReverseContinue+")
 #: Steps a ``c`` may take (^C stops it long before).
 RUN_FOREVER = 10**12
+#: Seconds a client may stay silent between packets before it is dropped (the
+#: ``--idle-timeout`` default); a run it waits for does not count.
+IDLE_TIMEOUT = 300.0
+#: Seconds a second client waits for the first one to finish leaving (a client that
+#: has just closed its socket) before it is told that another client is connected.
+GRACE = 0.5
+#: What a client connecting while another is served is told (an ``E.`` error text,
+#: which gdb prints as "Remote failure reply: E.vmi gdbserver: ...").
+BUSY = "vmi gdbserver: another client is connected; try again when it disconnects"
 _EFLAGS_FIELDS = ((0, "CF"), (1, ""), (2, "PF"), (4, "AF"), (6, "ZF"), (7, "SF"), (8, "TF"),
                   (9, "IF"), (10, "DF"), (11, "OF"), (14, "NT"), (16, "RF"), (17, "VM"),
                   (18, "AC"), (19, "VIF"), (20, "VIP"), (21, "ID"))
@@ -105,11 +116,19 @@ class Disconnected(Exception):
     """The client went away."""
 
 
-class Connection:
-    """Packets over one socket: framing, checksums, acknowledgements, ^C."""
+class IdleTimeout(Disconnected):
+    """The client sent nothing for the idle timeout; the server drops it."""
 
-    def __init__(self, sock: socket.socket) -> None:
+
+class Connection:
+    """Packets over one socket: framing, checksums, acknowledgements, ^C.
+
+    ``idle_timeout`` (seconds, None: forever) bounds the wait for a client's next
+    packet: past it ``read_packet`` raises ``IdleTimeout``."""
+
+    def __init__(self, sock: socket.socket, idle_timeout: float | None = None) -> None:
         self.sock = sock
+        self.idle_timeout = idle_timeout
         self.buffer = bytearray()
         self.last_sent = b""
         self.interrupted = False
@@ -135,7 +154,8 @@ class Connection:
             packet = self._take()
             if packet is not None:
                 return packet
-            self._fill(None)
+            if not self._fill(self.idle_timeout):
+                raise IdleTimeout
 
     def _take(self) -> str | None:
         buffer = self.buffer
@@ -212,6 +232,10 @@ class GdbSession:
         self.done = False
 
     def run(self) -> None:
+        """Serve packets until the client detaches, goes away or stays silent past
+        the idle timeout. Every run the engine makes meanwhile (``c``, ``s``, a
+        ``monitor stepi N``) looks at the socket for a ^C every few hundred steps."""
+        self.engine.poll = self.connection.poll_interrupt
         try:
             while not self.done:
                 packet = self.connection.read_packet()
@@ -225,6 +249,7 @@ class GdbSession:
                         self.log(f"-> {reply[:200]}")
                     self.connection.send(reply)
         finally:
+            self.engine.poll = None
             self._remove_breakpoints()
 
     def _remove_breakpoints(self) -> None:
@@ -369,7 +394,7 @@ class GdbSession:
         if action == "s":
             stop = engine.stepi(1, cpu)
         else:
-            stop = engine.cont(RUN_FOREVER, poll=self.connection.poll_interrupt)
+            stop = engine.cont(RUN_FOREVER)  # the session's poll looks for ^C
             if self.connection.interrupted:
                 raise Disconnected
         return self._stop_reply(stop, stepped=cpu if action == "s" else None)
@@ -416,7 +441,10 @@ class GdbSession:
         elif stop.reason == "hit":
             for hit in stop.hits:
                 if hit.kind == "watchpoint" and hit.address is not None:
-                    reason = f"watch:{hit.address:x};"
+                    point = self.engine.points.get(hit.number)
+                    access = point.access if point is not None else "write"
+                    word = {"write": "watch", "read": "rwatch", "access": "awatch"}[access]
+                    reason = f"{word}:{hit.address:x};"
                     break
                 if hit.kind == "breakpoint" and stop.cpu != stepped:
                     hardware = hit.address in self.hardware
@@ -444,13 +472,14 @@ class GdbSession:
                 engine.remove_owned("breakpoint", address, "gdb")
                 self.hardware.discard(address)
             return "OK"
-        if kind == 2:
+        if kind in (2, 3, 4):  # write, read, access watchpoints
+            access = ("write", "read", "access")[kind - 2]
             if insert:
-                engine.add_watchpoint(address, size, owner="gdb")
+                engine.add_watchpoint(address, size, owner="gdb", access=access)
             else:
-                engine.remove_owned("watchpoint", address, "gdb")
+                engine.remove_owned("watchpoint", address, "gdb", access)
             return "OK"
-        return ""  # read and access watchpoints are not offered
+        return ""
 
     def _thread(self, text: str) -> int | None:
         """The CPU index of thread id ``text`` (None if there is no such thread);
@@ -516,7 +545,15 @@ class GdbSession:
             return text.encode().hex()
         if packet.startswith("qRcmd,"):
             line = bytes.fromhex(packet[len("qRcmd,"):]).decode("utf-8", "replace")
+            before = engine.last_stop
             output = engine.execute(line)
+            if self.connection.interrupted:
+                raise Disconnected
+            stop = engine.last_stop
+            if stop is not None and stop is not before:  # the command ran the machine
+                self.g_cpu = stop.cpu
+                signal = 2 if stop.reason == "interrupted" else 5
+                self.last_reply = f"T{signal:02x}thread:{stop.cpu + 1:02x};"
             if output:
                 encoded = (output + "\n").encode("utf-8", "replace")
                 step = (PACKET_SIZE - 16) // 2
@@ -531,13 +568,29 @@ def _is_hex(text: str) -> bool:
 
 
 class GdbServer:
-    """Listens on a TCP port and serves one gdb client at a time to the engine."""
+    """Listens on a TCP port and serves one gdb client at a time to the engine.
 
-    def __init__(self, engine: Engine, *, log: Callable[[str], None] | None = None) -> None:
+    A thread accepts connections as they come. The first is served; one that
+    arrives while a client is being served waits ``GRACE`` seconds for it to
+    leave, and is otherwise answered at once with ``E.`` and the ``BUSY`` text to
+    its first packet and closed (gdb prints it and says the connection closed), so
+    it never hangs. A client silent for ``idle_timeout`` seconds between packets
+    (None: never) is dropped, and the next one is served.
+    """
+
+    def __init__(self, engine: Engine, *, log: Callable[[str], None] | None = None,
+                 idle_timeout: float | None = IDLE_TIMEOUT,
+                 notice: Callable[[str], None] | None = None) -> None:
         self.engine = engine
         self.log = log
+        self.notice = notice
+        self.idle_timeout = idle_timeout
         self.listener: socket.socket | None = None
         self.sessions = 0
+        self.refused = 0
+        self._lock = threading.Condition()
+        self._busy = False
+        self._waiting: list[socket.socket | None] = []
 
     def listen(self, host: str = "127.0.0.1", port: int = 1234) -> int:
         """Bind and listen; returns the port (useful with port 0)."""
@@ -545,7 +598,7 @@ class GdbServer:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             listener.bind((host, port))
-            listener.listen(1)
+            listener.listen(4)
         except OSError:
             listener.close()
             raise
@@ -554,28 +607,71 @@ class GdbServer:
         return chosen
 
     def serve(self, *, once: bool = False) -> None:
-        """Accept clients one after another (only the first with ``once``)."""
+        """Serve clients one after another (only the first with ``once``) until the
+        listener is closed."""
         listener = self.listener
         if listener is None:
             raise RuntimeError("listen() first")
+        threading.Thread(target=self._accept, args=(listener,), daemon=True,
+                         name="gdbstub-accept").start()
         while True:
-            try:
-                client, _address = listener.accept()
-            except OSError:
+            with self._lock:
+                while not self._waiting:
+                    self._lock.wait()
+                client = self._waiting.pop(0)
+            if client is None:
                 return  # the listener was closed
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sessions += 1
             try:
-                GdbSession(self.engine, Connection(client), self.log).run()
+                GdbSession(self.engine, Connection(client, self.idle_timeout),
+                           self.log).run()
+            except IdleTimeout:
+                self._say(f"dropped the client: silent for {self.idle_timeout:g} s")
             except Disconnected:
                 pass
             finally:
                 client.close()
+                with self._lock:
+                    self._busy = False
+                    self._lock.notify_all()
             if once:
                 return
 
+    def _accept(self, listener: socket.socket) -> None:
+        """Accept connections until the listener closes; each is served, or refused
+        by a thread of its own."""
+        while True:
+            try:
+                client, _address = listener.accept()
+            except OSError:
+                with self._lock:
+                    self._waiting.append(None)
+                    self._lock.notify_all()
+                return
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._admit, args=(client,), daemon=True,
+                             name="gdbstub-admit").start()
+
+    def _admit(self, client: socket.socket) -> None:
+        """Queue ``client`` if no one is served (after a grace period), else refuse it."""
+        with self._lock:
+            self._lock.wait_for(lambda: not self._busy, timeout=GRACE)
+            if not self._busy:
+                self._busy = True
+                self._waiting.append(client)
+                self._lock.notify_all()
+                return
+            self.refused += 1
+        self._say("refused a second client: another one is connected")
+        refuse(client)
+
+    def _say(self, text: str) -> None:
+        if self.notice is not None:
+            self.notice(text)
+
     def close(self) -> None:
-        """Stop listening; a ``serve`` blocked in accept() in another thread returns."""
+        """Stop listening; ``serve`` returns once its current client is done (at once
+        when none is)."""
         listener, self.listener = self.listener, None
         if listener is not None:
             try:
@@ -583,3 +679,31 @@ class GdbServer:
             except OSError:
                 pass
             listener.close()
+        with self._lock:
+            for client in self._waiting:
+                if client is not None:
+                    client.close()
+            self._waiting[:] = [None]
+            self._lock.notify_all()
+
+
+def refuse(client: socket.socket, *, wait: float = 2.0) -> None:
+    """Answer the first packet of ``client`` (waiting up to ``wait`` seconds for it)
+    with ``E.`` and the ``BUSY`` text, then close the connection."""
+    try:
+        client.settimeout(wait)
+        connection = Connection(client)
+        connection._fill(wait)
+        while connection._take() is None:
+            if not connection._fill(wait):
+                break
+        connection.send("E." + BUSY)
+        client.shutdown(socket.SHUT_WR)  # end of our side: the client reads EOF
+        deadline = wait
+        while deadline > 0 and connection._fill(0.1):  # its '+' and last words,
+            connection.buffer.clear()  # so closing does not reset the connection
+            deadline -= 0.1
+    except (Disconnected, OSError):
+        pass
+    finally:
+        client.close()

@@ -94,12 +94,23 @@ class Loaded:
     labels: dict[str, int]
     system: Any
     what: str
+    #: The assembled ``--program`` (None for the kernel: ``system`` has its programs).
+    program: Any = None
 
 
 # -- --program ---------------------------------------------------------------------------
 def program_machine(path: str | Path, *, base: int, macros: str | None, cpus: int,
                     memory_size: int = DEFAULT_MEMORY) -> tuple[Any, dict[str, int]]:
     """Assemble ``path`` and load it into a flat-mode machine (see the module docstring)."""
+    machine, program = _program_machine(path, base=base, macros=macros, cpus=cpus,
+                                        memory_size=memory_size)
+    return machine, dict(program.symbols)
+
+
+def _program_machine(path: str | Path, *, base: int, macros: str | None, cpus: int,
+                     memory_size: int) -> tuple[Any, Any]:
+    """``program_machine``, returning the ``vmi.asm.Program`` instead of its symbols
+    (``gdbserver --symbols`` writes its sections)."""
     from vmi.asm import AsmError, assemble
     from vmi.machine import Machine
 
@@ -130,7 +141,7 @@ def program_machine(path: str | Path, *, base: int, macros: str | None, cpus: in
         cpu.enter_flat_mode(0)
         cpu.eip = entry
         cpu.regs.esp = max(0, memory_size - index * STACK_SPACING)
-    return machine, dict(program.symbols)
+    return machine, program
 
 
 # -- the bundled kernel ---------------------------------------------------------------------
@@ -186,9 +197,10 @@ def load_machine(*, program: str | None, base: int, macros: str | None, cpus: in
     """The machine of a session: ``--program`` or the bundled kernel."""
     if program is not None:
         macro_set = None if macros == "none" else (macros or "native")
-        machine, symbols = program_machine(program, base=base, macros=macro_set, cpus=cpus,
-                                           memory_size=memory_size)
-        return Loaded(machine, symbols, symbols, None, f"{program} at {base:#x}")
+        machine, assembled = _program_machine(program, base=base, macros=macro_set,
+                                              cpus=cpus, memory_size=memory_size)
+        symbols = dict(assembled.symbols)
+        return Loaded(machine, symbols, symbols, None, f"{program} at {base:#x}", assembled)
     system = kernel_system(mode=mode, policy=policy, macros=macros, cpus=cpus, seed=seed)
     symbols, labels = kernel_labels(system)
     return Loaded(system.machine, symbols, labels, system,
@@ -385,6 +397,7 @@ def open_engine(*, program: str | None = None, base: int = 0x1000, macros: str |
     engine = Engine(machine, loaded.symbols, labels=loaded.labels, monitor=monitor,
                     windows=windows, annotate=annotate if callable(annotate) else None)
     engine.system = loaded.system
+    engine.program = loaded.program
     count = len(machine.cpus)
     if loaded.system is not None:
         banner = (f"vmi debugger: {loaded.what}, {len(loaded.symbols)} symbols. "

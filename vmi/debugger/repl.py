@@ -2,15 +2,17 @@
 
 Everything a command does is the engine's (``Engine.execute``); the shell only
 reads lines and prints what comes back. At a terminal it shows a ``(vmi)``
-prompt, keeps history and completes command names and symbols through
-``readline`` (which ``cmd`` loads only when it reads with ``input()``), and
-Enter repeats the last command as in gdb. Through a pipe the prompt is blank,
-readline is not touched and an empty line does nothing, so a script of
-commands on stdin gives clean output (reference/debugger.md §3).
+prompt, keeps history and completes command names, ``$registers`` and
+symbols (``vmi.debugger.complete``) through ``readline`` (which ``cmd``
+loads only when it reads with ``input()``), and Enter repeats the last
+command as in gdb. Through a pipe the prompt is blank, readline is not
+touched and an empty line does nothing, so a script of commands on stdin
+gives clean output (reference/debugger.md §3).
 
-^C while a command runs asks the engine to stop at the next step; ^C at the
-prompt prints "Quit" and gives the prompt back; end of input ends the
-session.
+^C while a command runs asks the engine to stop at the next step (the
+command reports "Interrupted after N steps." and where it stopped, and the
+prompt comes back); ^C at the prompt prints "Quit" and gives the prompt back;
+end of input ends the session.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from vmi.debugger.engine import INFO_TOPICS, REGISTER_NAMES, Engine, command_names
+from vmi.debugger.complete import completions
+from vmi.debugger.engine import Engine
 
 
 class DebuggerShell(cmd.Cmd):
@@ -38,6 +41,8 @@ class DebuggerShell(cmd.Cmd):
         self.use_rawinput = interactive  # readline (history, completion) only at a terminal
         self.prompt = "(vmi) " if interactive else ""
         self.identchars += "-"
+        self._matches: list[str] = []
+        self._delimiters: str | None = None
 
     def run(self, banner: str = "") -> None:
         """Print the banner and the current place, then read commands to the end."""
@@ -93,17 +98,29 @@ class DebuggerShell(cmd.Cmd):
             signal.signal(signal.SIGINT, previous)
 
     # -- completion (readline, at a terminal) ---------------------------------------------
-    def completenames(self, text: str, *ignored: Any) -> list[str]:
-        return sorted({name for name in command_names() if name.startswith(text)})
+    def preloop(self) -> None:
+        """Words are separated by whitespace only, so ``reverse-fi``, ``$es`` and
+        ``*bu`` reach the completer whole."""
+        if self.use_rawinput:
+            try:
+                import readline
+            except ImportError:
+                return
+            self._delimiters = readline.get_completer_delims()
+            readline.set_completer_delims(" \t\n")
 
-    def completedefault(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
-        words = line.split()
-        if words and words[0] in ("info", "i", "inf") and len(words) <= 2:
-            topics = {name for names in INFO_TOPICS.values() for name in names}
-            return sorted(t for t in topics if t.startswith(text))
-        if text.startswith("$"):
-            return sorted("$" + r for r in (*REGISTER_NAMES, "pc", "sp", "fp")
-                          if ("$" + r).startswith(text))
-        bare = text.lstrip("*")
-        star = text[: len(text) - len(bare)]
-        return sorted(star + s for s in self.engine.symbols if s.startswith(bare))
+    def postloop(self) -> None:
+        if self._delimiters is not None:
+            import readline
+
+            readline.set_completer_delims(self._delimiters)
+            self._delimiters = None
+
+    def complete(self, text: str, state: int) -> str | None:
+        """readline's completer: the candidates for the word before the cursor."""
+        if state == 0:
+            import readline
+
+            line = readline.get_line_buffer()[:readline.get_endidx()]
+            self._matches = completions(self.engine, line)
+        return self._matches[state] if state < len(self._matches) else None
