@@ -23,6 +23,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from attrs import define, field
 
@@ -36,7 +37,16 @@ from vmi.asm.errors import (
     StatementError,
     TooManyErrors,
 )
-from vmi.asm.expr import Binary, Expr, Leaf, LeafFactory, Lin, evaluate, parse_expression
+from vmi.asm.expr import (
+    Binary,
+    Deferred,
+    Expr,
+    Leaf,
+    LeafFactory,
+    Lin,
+    evaluate,
+    parse_expression,
+)
 from vmi.asm.lexer import is_name_start, scan_name, tokenize
 from vmi.asm.operands import parse_operand, split_operands
 from vmi.asm.program import (
@@ -47,13 +57,29 @@ from vmi.asm.program import (
     Program,
     Section,
 )
-from vmi.asm.source import Line, clean_lines, split_statements
+from vmi.asm.source import Line, RefusedFile, clean_lines, read_regular_file, split_statements
 
-#: Limits that keep a mangled source from exhausting memory or time.
-MAX_MACRO_DEPTH = 100
+#: Limits that keep a hostile or mangled source from exhausting memory, time or
+#: Python's stack. Each is reported as a located error that names it; docs/asm.md,
+#: "Limits", lists them. (The expression nesting limit is ``expr.MAX_EXPR_DEPTH``.)
+#: Bytes of output: all sections together, alignment and ``.org`` gaps included,
+#: and the flat image from the base to the end of the last loaded section.
+MAX_OUTPUT = 64 << 20
+MAX_IMAGE = MAX_OUTPUT  # one section can be no larger than all of them
+#: Files open at once through ``.include`` (the source itself counts as one).
 MAX_INCLUDE_DEPTH = 32
-MAX_STATEMENTS = 2_000_000
-MAX_IMAGE = 64 << 20
+#: Bytes of one ``.include`` d file.
+MAX_INCLUDE_SIZE = 16 << 20
+#: Macro expansions in progress at once (a macro invoking itself counts each level).
+MAX_MACRO_DEPTH = 100
+#: Copies of ``.rept``/``.irp``/``.irpc`` blocks in all. A block repeated inside a
+#: repeated block counts its copies times the enclosing ones, and a block whose
+#: product alone is over the limit is refused at once, before anything is copied.
+MAX_REPETITIONS = 1_000_000
+#: Statements read from macro expansions and repeated blocks (the statements of
+#: the files themselves are bounded by their size): a guard against expansion
+#: trees, such as a macro invoking itself twice, that no single limit above stops.
+MAX_EXPANDED_STATEMENTS = 1_000_000
 MAX_RELAX_PASSES = 200
 
 _LABEL = re.compile(r"\s*([A-Za-z_.][\w.$]*|\d+)\s*:(?![:])")
@@ -85,7 +111,9 @@ class Symbol:
     location: Location | None = None
     first_use: Location | None = None
     is_global: bool = False
-    busy: bool = False
+    # The last value of ``expr`` and when it was computed (see Assembler._deferred).
+    memo_key: tuple[str, int] | None = None
+    memo_value: Lin | None = None
 
     @property
     def defined(self) -> bool:
@@ -186,6 +214,7 @@ class Frame:
     invocation: Location | None = None
     macro_name: str = ""
     listed: bool = True  # statements appear in the listing (not the prepended macro set)
+    copies: int = 1  # product of the repeat counts of this block and the enclosing ones
 
 
 @define
@@ -233,7 +262,9 @@ class Assembler(LeafFactory):
         self.conds: list[Cond] = []
         self.frames: list[Frame] = []
         self.listing: list[ListingEntry] = []
-        self.statements = 0
+        self.statements = 0  # read from macro expansions and repeated blocks
+        self.repetitions = 0  # copies of .rept/.irp/.irpc blocks made so far
+        self.output_size = 0  # bytes emitted so far (sizes known while reading)
         self.ended = False
         # Per statement:
         self.location = Location("<none>", 0, 1)
@@ -241,6 +272,11 @@ class Assembler(LeafFactory):
         self.anchor: Symbol | None = None
         self.dot_delta = 0
         self.known_cache: dict[int, tuple[Expr, int | None]] = {}
+        # Bumped when a symbol that was referenced gets defined (parse-time values
+        # may change) and at each layout pass (section offsets change): the keys
+        # of the values remembered in Symbol.memo_value.
+        self.generation = 0
+        self.layout_generation = 0
 
     # -- diagnostics ---------------------------------------------------------
 
@@ -261,6 +297,13 @@ class Assembler(LeafFactory):
                 notes.append(Diagnostic(
                     "note", f"in expansion of macro '{frame.macro_name}'", frame.invocation))
         return tuple(notes)
+
+    def _limit(self, message: str, column: int | None) -> NoReturn:
+        """Report that a limit was reached at ``column`` of the current statement,
+        and stop: going on would only repeat the error (every copy of a repeated
+        block hits it again) or do the work the limit is there to prevent."""
+        self.error(message, self._at(column), self._notes())
+        raise TooManyErrors
 
     def _at(self, column: int | None) -> Location:
         """The current statement's location at a 0-based statement column."""
@@ -311,11 +354,13 @@ class Assembler(LeafFactory):
                 frame.pos += 1
                 frame.pending = deque(split_statements(frame.line.clean))
             col, text = frame.pending.popleft()
-            self.statements += 1
-            if self.statements > MAX_STATEMENTS:
-                self.error("too many statements (runaway .rept or macro?)",
-                           self._frame_location(frame, col))
-                raise TooManyErrors
+            if frame.kind != "file":
+                self.statements += 1
+                if self.statements > MAX_EXPANDED_STATEMENTS:
+                    self.error(f"more than {MAX_EXPANDED_STATEMENTS} statements from macro "
+                               f"expansions and repeated blocks (the limit)",
+                               self._frame_location(frame, col))
+                    raise TooManyErrors
             self._statement(frame, col, text)
 
     def _frame_location(self, frame: Frame, col: int) -> Location:
@@ -446,6 +491,8 @@ class Assembler(LeafFactory):
 
     def _place(self, symbol: Symbol) -> None:
         section = self.current
+        if symbol.kind == "undefined" and symbol.first_use is not None:
+            self.generation += 1
         symbol.kind = "label"
         symbol.section = section
         symbol.item_index = len(section.items)
@@ -483,6 +530,8 @@ class Assembler(LeafFactory):
         elif symbol is None:
             symbol = Symbol(name)
             self.symbols[name] = symbol
+        elif symbol.first_use is not None:
+            self.generation += 1
         value = evaluate(expr, self._parse_value)
         symbol.kind = "equ"
         symbol.expr = expr
@@ -491,7 +540,7 @@ class Assembler(LeafFactory):
 
     # -- values -----------------------------------------------------------------
 
-    def _parse_value(self, leaf: Leaf) -> Lin | None:
+    def _parse_value(self, leaf: Leaf) -> Lin | Deferred | None:
         """A symbol's value while reading: labels relative to their fragment."""
         symbol = leaf.symbol
         assert isinstance(symbol, Symbol)
@@ -501,18 +550,23 @@ class Assembler(LeafFactory):
         if symbol.kind == "equ":
             if symbol.const is not None:
                 return Lin(symbol.const)
-            return self._equ_value(symbol, self._parse_value)
+            return self._deferred(symbol, "parse", self.generation)
         return None
 
-    def _equ_value(self, symbol: Symbol, resolve: Callable[[Leaf], Lin | None]) -> Lin | None:
-        if symbol.busy:
-            raise StatementError(f"symbol '{symbol.name}' is defined in terms of itself")
-        symbol.busy = True
-        try:
-            assert symbol.expr is not None
-            return evaluate(symbol.expr, resolve)
-        finally:
-            symbol.busy = False
+    def _deferred(self, symbol: Symbol, kind: str, generation: int) -> Lin | Deferred | None:
+        """``symbol``'s defining expression for ``evaluate``, or its value if that was
+        computed since ``generation`` began (each value of a chain ``a1 = a0 + 1``,
+        ``a2 = a1 + 1``, ... is then computed once, keeping the work linear)."""
+        key = (kind, generation)
+        if symbol.memo_key == key:
+            return symbol.memo_value
+        assert symbol.expr is not None
+
+        def remember(value: Lin | None) -> None:
+            symbol.memo_key = key
+            symbol.memo_value = value
+
+        return Deferred(symbol.expr, symbol.name, symbol, remember)
 
     def known(self, expr: Expr) -> int | None:
         """The value of ``expr`` if it is a constant now (GNU as's parse-time fold)."""
@@ -564,6 +618,12 @@ class Assembler(LeafFactory):
                 raise StatementError(f"cannot store data or code in the nobits section "
                                      f"'{section.name}'")
         section.items.append(item)
+        if isinstance(item, Chunk | BranchItem):
+            self.output_size += item.size
+            if self.output_size > MAX_OUTPUT:
+                self.error(f"output larger than {MAX_OUTPUT >> 20} MiB (the limit)",
+                           self.location)
+                raise TooManyErrors
         if fixed:
             section.frag_offset += item.size  # type: ignore[union-attr]
         else:
@@ -623,8 +683,8 @@ class Assembler(LeafFactory):
 
     def _invoke(self, macro: Macro, text: str, col: int, word_col: int) -> None:
         if sum(1 for f in self.frames if f.kind == "macro") >= MAX_MACRO_DEPTH:
-            raise StatementError(f"macros nested too deeply (expanding '{macro.name}')",
-                                 word_col)
+            self._limit(f"macros nested too deeply (expanding '{macro.name}'): "
+                        f"more than {MAX_MACRO_DEPTH} levels (the limit)", word_col)
         values = arguments.bind(macro.name, macro.params, text, col)
         self.macro_count += 1
         values["@"] = str(self.macro_count - 1)
@@ -632,7 +692,8 @@ class Assembler(LeafFactory):
                 for sub in [_substitute(line.clean, values)]]
         self.frames.append(Frame("macro", macro.filename, body, self.frames[-1].directory,
                                  cond_depth=len(self.conds), invocation=self._at(word_col),
-                                 macro_name=macro.name, listed=self.frames[-1].listed))
+                                 macro_name=macro.name, listed=self.frames[-1].listed,
+                                 copies=self.frames[-1].copies))
 
     def _collect_block(self, frame: Frame, opener: str, openers: tuple[str, ...],
                        closers: tuple[str, ...]) -> list[Line] | None:
@@ -710,7 +771,7 @@ class Assembler(LeafFactory):
                     item.relaxable = value is not None and value.terms == ((section.index, 1),)
                     item.long = not item.relaxable
 
-    def _section_value(self, leaf: Leaf) -> Lin | None:
+    def _section_value(self, leaf: Leaf) -> Lin | Deferred | None:
         symbol = leaf.symbol
         assert isinstance(symbol, Symbol)
         if symbol.kind == "label":
@@ -718,11 +779,13 @@ class Assembler(LeafFactory):
             return Lin(symbol.section.offset_of(symbol.item_index),
                        ((symbol.section.index, 1),))
         if symbol.kind == "equ":
-            return self._equ_value(symbol, self._section_value)
+            return self._deferred(symbol, "section", self.layout_generation)
         return None
 
     def _compute_offsets(self, order: list[SectionState]) -> None:
+        self.layout_generation += 1
         address = self.base
+        total = extent = 0
         for section in order:
             offsets = section.offsets
             if len(offsets) != len(section.items) + 1:
@@ -738,12 +801,21 @@ class Assembler(LeafFactory):
                 offset += item.size
                 if offset > MAX_IMAGE:
                     self.error(f"section '{section.name}' is larger than "
-                               f"{MAX_IMAGE >> 20} MiB", item.location)
+                               f"{MAX_IMAGE >> 20} MiB (the output limit)", item.location)
                     raise TooManyErrors
             offsets[-1] = offset
             address = -(-address // section.alignment) * section.alignment
             section.address = address
             address += offset
+            total += offset
+            if section.loaded and not section.nobits:
+                extent = address - self.base
+            if max(total, extent) > MAX_OUTPUT:
+                where = section.items[-1].location if section.items else self.location
+                self.error(f"output larger than {MAX_OUTPUT >> 20} MiB (the limit): "
+                           f"sections and the gaps between them up to '{section.name}'",
+                           where)
+                raise TooManyErrors
 
     def _org_size(self, section: SectionState, item: OrgItem, offset: int) -> int:
         try:
@@ -772,7 +844,7 @@ class Assembler(LeafFactory):
                     changed = True
         return changed
 
-    def _final_value(self, leaf: Leaf) -> Lin | None:
+    def _final_value(self, leaf: Leaf) -> Lin | Deferred | None:
         symbol = leaf.symbol
         assert isinstance(symbol, Symbol)
         if symbol.kind == "label":
@@ -782,7 +854,7 @@ class Assembler(LeafFactory):
         if symbol.kind == "equ":
             if symbol.const is not None:
                 return Lin(symbol.const)
-            return self._equ_value(symbol, self._final_value)
+            return self._deferred(symbol, "final", self.layout_generation)
         raise StatementError(f"undefined symbol '{symbol.name}'", leaf.col)
 
     def _final(self, expr: Expr) -> int:
@@ -1233,8 +1305,9 @@ def _space(asm: Assembler, text: str, col: int, word_col: int, word: str) -> Non
 
 
 def _check_size(count: int, col: int) -> None:
-    if count > MAX_IMAGE:
-        raise StatementError(f"size {count:#x} is larger than {MAX_IMAGE >> 20} MiB", col)
+    if count > MAX_OUTPUT:
+        raise StatementError(f"size {count:#x} is larger than {MAX_OUTPUT >> 20} MiB "
+                             f"(the output limit)", col)
 
 
 @_directive(".fill")
@@ -1525,8 +1598,9 @@ def _rept(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None
     frame = asm.frames[-1]
     if word == ".rept":
         count = asm._constant(text, col, ".rept count")
-        if count > MAX_STATEMENTS:
-            raise StatementError(f".rept count {count} is too large", col + _lead(text))
+        if count > MAX_REPETITIONS:
+            asm._limit(f".rept count {count} is too large: more than "
+                       f"{MAX_REPETITIONS} copies (the limit)", col + _lead(text))
         copies: list[dict[str, str]] = [{}] * max(0, count)
     else:
         match = re.match(r"\s*([A-Za-z_][\w.$]*)\s*(,|\s)?", text)
@@ -1542,6 +1616,15 @@ def _rept(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None
     body = asm._collect_block(frame, word, (".rept", ".irp", ".irpc"), (".endr",))
     if body is None:
         return
+    nested = frame.copies * len(copies)
+    if nested > MAX_REPETITIONS:
+        asm._limit(f"{word} inside repeated blocks makes {nested} copies "
+                   f"(nested counts multiply): more than {MAX_REPETITIONS} (the limit)",
+                   word_col)
+    asm.repetitions += len(copies)
+    if asm.repetitions > MAX_REPETITIONS:
+        asm._limit(f"more than {MAX_REPETITIONS} copies of repeated blocks in all "
+                   f"(the limit)", word_col)
     lines: list[Line] = []
     for values_map in copies:
         for line in body:
@@ -1550,11 +1633,12 @@ def _rept(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None
             else:
                 text_line = _substitute(line.clean, dict(values_map, **{"@": "0"}))
                 lines.append(Line(line.number, text_line, text_line))
-        if len(lines) > MAX_STATEMENTS:
-            raise StatementError("repeated block is too large", col)
+        if len(lines) > MAX_EXPANDED_STATEMENTS:
+            asm._limit(f"repeated block is too large: more than "
+                       f"{MAX_EXPANDED_STATEMENTS} lines (the limit)", word_col)
     asm.frames.append(Frame("rept", frame.filename, lines, frame.directory,
                             cond_depth=len(asm.conds), invocation=asm.location,
-                            listed=frame.listed))
+                            listed=frame.listed, copies=max(1, nested)))
 
 
 @_directive(".include")
@@ -1565,13 +1649,18 @@ def _include(asm: Assembler, text: str, col: int, word_col: int, word: str) -> N
                              col + _lead(text))
     frame = asm.frames[-1]
     if sum(1 for f in asm.frames if f.kind == "file") > MAX_INCLUDE_DEPTH:
-        raise StatementError(".include nested too deeply", word_col)
+        asm._limit(f".include nested too deeply: more than {MAX_INCLUDE_DEPTH} "
+                   f"files open at once (the limit)", word_col)
     path = frame.directory / name[1:-1]
+    where = col + _lead(text)
     try:
-        source = path.read_text(encoding="utf-8", errors="replace")
+        data = read_regular_file(path, limit=MAX_INCLUDE_SIZE, what=".include size")
+    except RefusedFile as problem:
+        raise StatementError(f"cannot include '{name[1:-1]}': it {problem}", where) from None
     except OSError as problem:
         raise StatementError(f"cannot read '{name[1:-1]}': {problem.strerror or problem}",
-                             col + _lead(text)) from None
+                             where) from None
+    source = data.decode("utf-8", errors="replace")
     asm._push_file(source, str(path), path.parent, asm.location)
     asm.frames[-1].listed = frame.listed
 
@@ -1587,15 +1676,22 @@ def _incbin(asm: Assembler, text: str, col: int, word_col: int, word: str) -> No
     count = asm._constant(parts[2][1], parts[2][0], ".incbin count") if len(parts) > 2 \
         else None
     path = asm.frames[-1].directory / name[1:-1]
+    where = col + _lead(text)
+    if skip < 0:
+        raise StatementError(f".incbin skip {skip} is negative", parts[1][0])
+    if count is not None:
+        if count < 0:
+            raise StatementError(f".incbin count {count} is negative", parts[2][0])
+        _check_size(count, parts[2][0])
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, skip=skip, count=count, limit=None if count is not None
+                                 else skip + MAX_OUTPUT, what=".incbin output size")
+    except RefusedFile as problem:
+        raise StatementError(f".incbin '{name[1:-1]}': the file {problem}", where) from None
     except OSError as problem:
         raise StatementError(f"cannot read '{name[1:-1]}': {problem.strerror or problem}",
-                             col + _lead(text)) from None
-    if skip < 0 or skip > len(data) or count is not None and not 0 <= count <= len(data) - skip:
-        raise StatementError(f".incbin range is outside the {len(data)}-byte file", col)
-    _check_size(len(data), col)
-    asm._emit_bytes(data[skip:] if count is None else data[skip:skip + count])
+                             where) from None
+    asm._emit_bytes(data)
 
 
 @_directive(".err", ".error", ".warning", ".print")
