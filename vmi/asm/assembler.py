@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
@@ -44,8 +45,10 @@ from vmi.asm.expr import (
     Leaf,
     LeafFactory,
     Lin,
+    Num,
     evaluate,
     parse_expression,
+    wrap64,
 )
 from vmi.asm.lexer import is_name_start, scan_name, tokenize
 from vmi.asm.operands import parse_operand, split_operands
@@ -81,6 +84,8 @@ MAX_REPETITIONS = 1_000_000
 #: trees, such as a macro invoking itself twice, that no single limit above stops.
 MAX_EXPANDED_STATEMENTS = 1_000_000
 MAX_RELAX_PASSES = 200
+#: Distinct symbol-free instruction texts whose encodings are kept for reuse.
+ENCODED_CACHE_SIZE = 65536
 
 _LABEL = re.compile(r"\s*([A-Za-z_.][\w.$]*|\d+)\s*:(?![:])")
 _ASSIGN = re.compile(r"\s*([A-Za-z_.][\w.$]*)\s*=(?!=)")
@@ -277,6 +282,13 @@ class Assembler(LeafFactory):
         # of the values remembered in Symbol.memo_value.
         self.generation = 0
         self.layout_generation = 0
+        # Encodings of instructions without symbols, by text, mode and pseudo-prefixes.
+        self.encoded: dict[tuple[str, int, frozenset[str]], Encoded] = {}
+        # Whole source lines that are one such instruction (no label, no warning):
+        # read again, they skip parsing. Cleared when a macro is defined or purged
+        # (a macro may take the instruction's name).
+        self.fast_lines: dict[str, _FastLine] = {}
+        self.whole_line = False  # the current statement is all of a source line
 
     # -- diagnostics ---------------------------------------------------------
 
@@ -350,10 +362,18 @@ class Assembler(LeafFactory):
                 if frame.pos >= len(frame.lines):
                     self._end_frame(frame)
                     continue
-                frame.line = frame.lines[frame.pos]
+                line = frame.line = frame.lines[frame.pos]
                 frame.pos += 1
-                frame.pending = deque(split_statements(frame.line.clean))
+                if frame.kind == "file":
+                    fast = self.fast_lines.get(line.clean)
+                    if (fast is not None and fast[3] == self.code_bits
+                            and not (self.conds and not self.conds[-1].active)
+                            and not self.current.nobits):
+                        self._fast_line(frame, line, fast)
+                        continue
+                frame.pending = deque(split_statements(line.clean))
             col, text = frame.pending.popleft()
+            self.whole_line = frame.kind == "file" and col == 0 and not frame.pending
             if frame.kind != "file":
                 self.statements += 1
                 if self.statements > MAX_EXPANDED_STATEMENTS:
@@ -362,6 +382,18 @@ class Assembler(LeafFactory):
                                self._frame_location(frame, col))
                     raise TooManyErrors
             self._statement(frame, col, text)
+
+    def _fast_line(self, frame: Frame, line: Line, fast: _FastLine) -> None:
+        """A line known to be one symbol-free instruction (``fast_lines``): what
+        ``_statement`` would do for it, without parsing it again."""
+        data, fixups, text, _bits = fast
+        self.location = location = Location(frame.filename, line.number, 1, line.text)
+        section = self.current
+        start = len(section.items)
+        self._emit(Chunk(bytearray(data), location, list(fixups)))
+        if frame.listed:
+            depth = sum(1 for f in self.frames if f.kind == "macro" and f.listed)
+            self.listing.append(ListingEntry(section, start, start + 1, text, location, depth))
 
     def _frame_location(self, frame: Frame, col: int) -> Location:
         line = frame.line
@@ -636,6 +668,20 @@ class Assembler(LeafFactory):
     # -- instructions ------------------------------------------------------------
 
     def _instruction(self, text: str, pos: int, pseudo: frozenset[str]) -> None:
+        # The same instruction text without symbols always encodes the same way
+        # (in the same .code16/.code32 mode): a source of ordinary lines repeats
+        # a small number of them, and encoding is most of the work per line.
+        key = (text[pos:], self.code_bits, pseudo)
+        cached = self.encoded.get(key)
+        if cached is not None:
+            if self.current.nobits:
+                raise StatementError(f"cannot store code in the nobits section "
+                                     f"'{self.current.name}'", _lead(text[pos:]) + pos)
+            for message, col in cached.warnings:
+                self.warning(message, self._at(col))
+            self._emit_bytes(cached.data, cached.fixups)
+            self._remember_line(text, pos, pseudo, cached)
+            return
         keywords: list[tuple[str, int]] = []
         while True:
             match = _WORD.match(text, pos)
@@ -661,6 +707,7 @@ class Assembler(LeafFactory):
             raise StatementError(f"unknown instruction '{match.group(1)}'", mnemonic_col)
         tokens = tokenize(text[match.end():], match.end())
         operands = [parse_operand(part, self) for part in split_operands(tokens)]
+        constant = not any(tok.kind in ("sym", "local") for tok in tokens)
         ctx = Context(self.code_bits, self.known, pseudo)
         result = encoder.encode(mnemonic, operands, keywords, ctx, mnemonic_col)
         if self.current.nobits:
@@ -677,7 +724,17 @@ class Assembler(LeafFactory):
             problem = None if value is None else _field_problem(fixup, value)
             if problem is not None:
                 raise StatementError(problem, fixup.col)
+        if constant and len(self.encoded) < ENCODED_CACHE_SIZE:
+            result = _bake(result)
+            self.encoded[key] = result
+            self._remember_line(text, pos, pseudo, result)
         self._emit_bytes(result.data, result.fixups)
+
+    def _remember_line(self, text: str, pos: int, pseudo: frozenset[str],
+                       encoded: Encoded) -> None:
+        if (self.whole_line and not pseudo and not encoded.warnings and not text[:pos].strip()
+                and len(self.fast_lines) < ENCODED_CACHE_SIZE):
+            self.fast_lines[text] = (encoded.data, encoded.fixups, text.strip(), self.code_bits)
 
     # -- macros -------------------------------------------------------------------
 
@@ -965,17 +1022,12 @@ class Assembler(LeafFactory):
                        data[k + 6])
             for k in range(0, len(data), ANNOTATION_RECORD_SIZE))
 
-    def _listing(self, contents: dict[int, bytearray]) -> tuple[ListingLine, ...]:
-        lines = []
-        for entry in self.listing:
-            section = entry.section
-            start = section.offset_of(entry.start)
-            end = section.offset_of(entry.end)
-            data = b"" if section.nobits else bytes(contents[section.index][start:end])
-            loc = entry.location
-            lines.append(ListingLine(section.address + start, data, entry.text, loc.filename,
-                                     loc.line, section.name, entry.depth))
-        return tuple(lines)
+    def _listing(self, contents: dict[int, bytearray]) -> Callable[[], tuple[ListingLine, ...]]:
+        """A function that makes the listing when asked: it holds the listing
+        entries, the sections' offsets and ``contents``, not the items."""
+        for section in self.sections:
+            section.items = []
+        return partial(_make_listing, self.listing, contents)
 
     # -- sections -------------------------------------------------------------------
 
@@ -1047,6 +1099,28 @@ class Assembler(LeafFactory):
 
 # ---------------------------------------------------------------------------
 # Directives
+
+
+#: A line for ``Assembler._fast_line``: bytes, fixups, listing text, .code16/32 mode.
+_FastLine = tuple[bytes, tuple[Fixup, ...], str, int]
+
+
+def _bake(encoded: Encoded) -> Encoded:
+    """``encoded`` with the fixups whose value is a number (not PC-relative)
+    written into the bytes, as ``_apply_fixup`` would write them at the end."""
+    if not encoded.fixups:
+        return encoded
+    data = bytearray(encoded.data)
+    rest = []
+    for fixup in encoded.fixups:
+        if fixup.kind == "rel" or type(fixup.expr) is not Num:
+            rest.append(fixup)
+            continue
+        value = wrap64(fixup.expr.value)  # type: ignore[union-attr]
+        pos = fixup.offset
+        data[pos:pos + fixup.size] = (value & ((1 << (8 * fixup.size)) - 1)).to_bytes(
+            fixup.size, "little")
+    return Encoded(bytes(data), tuple(rest), encoded.warnings)
 
 
 def _field_problem(fixup: Fixup, value: int) -> str | None:
@@ -1568,6 +1642,7 @@ def _macro(asm: Assembler, text: str, col: int, word_col: int, word: str) -> Non
     if name.lower() in asm.macros:
         raise StatementError(f"macro '{name}' was already defined", match.start(1) + col)
     asm.macros[name.lower()] = Macro(name, params, body, frame.filename, location)
+    asm.fast_lines.clear()
 
 
 @_directive(".endm", ".endmacro", ".endr")
@@ -1591,6 +1666,7 @@ def _purgem(asm: Assembler, text: str, col: int, word_col: int, word: str) -> No
     if name not in asm.macros:
         raise StatementError(f"macro '{text.strip()}' is not defined", col + _lead(text))
     del asm.macros[name]
+    asm.fast_lines.clear()
 
 
 @_directive(".rept", ".irp", ".irpc")
@@ -1707,3 +1783,16 @@ def _message(asm: Assembler, text: str, col: int, word_col: int, word: str) -> N
 def _end(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None:
     asm.ended = True
 
+
+def _make_listing(entries: list[ListingEntry],
+                  contents: dict[int, bytearray]) -> tuple[ListingLine, ...]:
+    lines = []
+    for entry in entries:
+        section = entry.section
+        start = section.offset_of(entry.start)
+        end = section.offset_of(entry.end)
+        data = b"" if section.nobits else bytes(contents[section.index][start:end])
+        loc = entry.location
+        lines.append(ListingLine(section.address + start, data, entry.text, loc.filename,
+                                 loc.line, section.name, entry.depth))
+    return tuple(lines)

@@ -9,6 +9,7 @@ Statements are separated by newlines and ``;``. Comments are replaced by spaces
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from attrs import frozen
@@ -35,7 +36,11 @@ def clean_lines(text: str) -> tuple[list[Line], list[tuple[int, int, str]]]:
     errors: list[tuple[int, int, str]] = []
     cleaned: list[str] = []
     in_block: tuple[int, int] | None = None  # where an open /* started
+    special = _SPECIAL.search
     for number, line in enumerate(originals, 1):
+        if in_block is None and special(line) is None:
+            cleaned.append(line)  # no comment, string or character constant: as it is
+            continue
         out: list[str] = []
         i, n = 0, len(line)
         first_nonblank = True
@@ -79,9 +84,12 @@ def clean_lines(text: str) -> tuple[list[Line], list[tuple[int, int, str]]]:
         cleaned.append("".join(out))
     if in_block is not None:
         errors.append((in_block[0], in_block[1], "unterminated /* comment"))
-    lines = [Line(k + 1, original, clean) for k, (original, clean)
-             in enumerate(zip(originals, cleaned, strict=True))]
+    lines = list(map(Line, range(1, len(originals) + 1), originals, cleaned))
     return lines, errors
+
+
+#: Characters that may start a comment, a string or a character constant.
+_SPECIAL = re.compile(r"[#/\"']")
 
 
 def _string_end(text: str, start: int) -> int | None:
@@ -99,6 +107,8 @@ def _string_end(text: str, start: int) -> int | None:
 
 def split_statements(clean: str) -> list[tuple[int, str]]:
     """Split a comment-free line at ``;`` outside strings: (0-based column, text) pairs."""
+    if ";" not in clean:
+        return [(0, clean)]
     parts: list[tuple[int, str]] = []
     start = 0
     i, n = 0, len(clean)
