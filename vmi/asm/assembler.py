@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import NoReturn
@@ -60,7 +60,14 @@ from vmi.asm.program import (
     Program,
     Section,
 )
-from vmi.asm.source import Line, RefusedFile, clean_lines, read_regular_file, split_statements
+from vmi.asm.source import (
+    FileLines,
+    Line,
+    RefusedFile,
+    clean_lines,
+    read_regular_file,
+    split_statements,
+)
 
 #: Limits that keep a hostile or mangled source from exhausting memory, time or
 #: Python's stack. Each is reported as a located error that names it; docs/asm.md,
@@ -210,7 +217,7 @@ class Frame:
 
     kind: str
     filename: str
-    lines: list[Line]
+    lines: Sequence[Line]  # a FileLines for a file
     directory: Path
     pos: int = 0
     line: Line | None = None
@@ -231,14 +238,11 @@ class Cond:
     in_else: bool = False
 
 
-@define
-class ListingEntry:
-    section: SectionState
-    start: int
-    end: int
-    text: str
-    location: Location
-    depth: int = 0
+#: One listed statement: (section, first item, end item, text, file name, line,
+#: macro depth, byte offset in the first item, length or None). With a length the
+#: statement's bytes are ``length`` bytes at that offset of the first item (lines
+#: merged into one chunk), else the bytes of its items. A tuple: one per line.
+ListingEntry = tuple["SectionState", int, int, str, str, int, int, int, "int | None"]
 
 
 # ---------------------------------------------------------------------------
@@ -289,6 +293,11 @@ class Assembler(LeafFactory):
         # (a macro may take the instruction's name).
         self.fast_lines: dict[str, _FastLine] = {}
         self.whole_line = False  # the current statement is all of a source line
+        # The chunk _fast_line may append to, and (its section, places) when it was
+        # made: a label placed since (``places`` counts them) must see a new item.
+        self.open_chunk: Chunk | None = None
+        self.open_marks: tuple[SectionState, int] | None = None
+        self.places = 0
 
     # -- diagnostics ---------------------------------------------------------
 
@@ -359,18 +368,14 @@ class Assembler(LeafFactory):
         while self.frames and not self.ended:
             frame = self.frames[-1]
             if not frame.pending:
+                if (isinstance(frame.lines, FileLines) and not self.current.nobits
+                        and not (self.conds and not self.conds[-1].active)):
+                    self._fast_lines(frame, frame.lines)
                 if frame.pos >= len(frame.lines):
                     self._end_frame(frame)
                     continue
                 line = frame.line = frame.lines[frame.pos]
                 frame.pos += 1
-                if frame.kind == "file":
-                    fast = self.fast_lines.get(line.clean)
-                    if (fast is not None and fast[3] == self.code_bits
-                            and not (self.conds and not self.conds[-1].active)
-                            and not self.current.nobits):
-                        self._fast_line(frame, line, fast)
-                        continue
                 frame.pending = deque(split_statements(line.clean))
             col, text = frame.pending.popleft()
             self.whole_line = frame.kind == "file" and col == 0 and not frame.pending
@@ -383,17 +388,50 @@ class Assembler(LeafFactory):
                     raise TooManyErrors
             self._statement(frame, col, text)
 
-    def _fast_line(self, frame: Frame, line: Line, fast: _FastLine) -> None:
-        """A line known to be one symbol-free instruction (``fast_lines``): what
-        ``_statement`` would do for it, without parsing it again."""
-        data, fixups, text, _bits = fast
-        self.location = location = Location(frame.filename, line.number, 1, line.text)
-        section = self.current
-        start = len(section.items)
-        self._emit(Chunk(bytearray(data), location, list(fixups)))
-        if frame.listed:
-            depth = sum(1 for f in self.frames if f.kind == "macro" and f.listed)
-            self.listing.append(ListingEntry(section, start, start + 1, text, location, depth))
+    def _fast_lines(self, frame: Frame, lines: FileLines) -> None:
+        """Take the lines of a file from ``frame.pos`` on that are known to be one
+        symbol-free instruction each (``fast_lines``), up to the first that is not:
+        what ``_statement`` would do for them, without parsing them again (the
+        caller checked that the section is not nobits and no ``.if`` skips).
+
+        A line's bytes are appended to the chunk of the line before when nothing
+        (no label, no other item) came between and it has no fixups, so a run of
+        such lines is one item to lay out.
+        """
+        cleans, get, bits = lines.cleans, self.fast_lines.get, self.code_bits
+        section, items, listing = self.current, self.current.items, self.listing
+        filename = frame.filename
+        depth = sum(1 for f in self.frames if f.kind == "macro" and f.listed) \
+            if len(self.frames) > 1 else 0
+        listed = frame.listed
+        pos, end = frame.pos, len(cleans)
+        while pos < end:
+            fast = get(cleans[pos])
+            if fast is None or fast[3] != bits:
+                break
+            data, fixups, text, _bits = fast
+            chunk = self.open_chunk
+            if (chunk is not None and not fixups and items and items[-1] is chunk
+                    and self.open_marks == (section, self.places)):
+                index, delta = len(items) - 1, len(chunk.data)
+                chunk.data += data
+                section.frag_offset += len(data)
+                self.output_size += len(data)
+                if self.output_size > MAX_OUTPUT:
+                    frame.pos = pos + 1
+                    self.location = Location(filename, pos + 1, 1, lines.texts[pos])
+                    self._limit(f"output larger than {MAX_OUTPUT >> 20} MiB (the limit)", None)
+            else:
+                self.location = Location(filename, pos + 1, 1, lines.texts[pos])
+                index, delta = len(items), 0
+                chunk = Chunk(bytearray(data), self.location, list(fixups))
+                self._emit(chunk)
+                self.open_chunk, self.open_marks = chunk, (section, self.places)
+            if listed:
+                listing.append((section, index, index + 1, text, filename, pos + 1, depth,
+                                delta, len(data)))
+            pos += 1
+        frame.pos = pos
 
     def _frame_location(self, frame: Frame, col: int) -> Location:
         line = frame.line
@@ -435,8 +473,8 @@ class Assembler(LeafFactory):
             self.error(problem.message, self._at(problem.column), self._notes())
         if text.strip() and frame.line is not None and frame.listed:
             end = len(section.items) if self.current is section else start
-            self.listing.append(ListingEntry(section, start, end, text.strip(), self.location,
-                                             depth))
+            self.listing.append((section, start, end, text.strip(), self.location.filename,
+                                 self.location.line, depth, 0, None))
 
     def _skipped_statement(self, text: str) -> None:
         match = _WORD.match(text)
@@ -523,6 +561,7 @@ class Assembler(LeafFactory):
 
     def _place(self, symbol: Symbol) -> None:
         section = self.current
+        self.places += 1
         if symbol.kind == "undefined" and symbol.first_use is not None:
             self.generation += 1
         symbol.kind = "label"
@@ -1787,12 +1826,10 @@ def _end(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None:
 def _make_listing(entries: list[ListingEntry],
                   contents: dict[int, bytearray]) -> tuple[ListingLine, ...]:
     lines = []
-    for entry in entries:
-        section = entry.section
-        start = section.offset_of(entry.start)
-        end = section.offset_of(entry.end)
+    for section, first, last, text, filename, line, depth, delta, length in entries:
+        start = section.offset_of(first) + delta
+        end = section.offset_of(last) if length is None else start + length
         data = b"" if section.nobits else bytes(contents[section.index][start:end])
-        loc = entry.location
-        lines.append(ListingLine(section.address + start, data, entry.text, loc.filename,
-                                 loc.line, section.name, entry.depth))
+        lines.append(ListingLine(section.address + start, data, text, filename, line,
+                                 section.name, depth))
     return tuple(lines)

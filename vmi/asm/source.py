@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Sequence
 
 from attrs import frozen
 
@@ -24,7 +25,27 @@ class Line:
     clean: str
 
 
-def clean_lines(text: str) -> tuple[list[Line], list[tuple[int, int, str]]]:
+class FileLines(Sequence[Line]):
+    """The lines of a file as ``Line`` s, each made when it is asked for: the
+    assembler looks at most lines of a large source only as their clean text
+    (``cleans``), and a million ``Line`` objects cost more than the lines."""
+
+    __slots__ = ("texts", "cleans")
+
+    def __init__(self, texts: list[str], cleans: list[str]) -> None:
+        self.texts = texts
+        self.cleans = cleans
+
+    def __len__(self) -> int:
+        return len(self.cleans)
+
+    def __getitem__(self, index: int) -> Line:  # type: ignore[override]
+        if index < 0:
+            index += len(self.cleans)
+        return Line(index + 1, self.texts[index], self.cleans[index])
+
+
+def clean_lines(text: str) -> tuple[FileLines, list[tuple[int, int, str]]]:
     """Split ``text`` into ``Line`` s with comments blanked out.
 
     Returns the lines and the errors found (1-based line, 1-based column, message):
@@ -84,8 +105,7 @@ def clean_lines(text: str) -> tuple[list[Line], list[tuple[int, int, str]]]:
         cleaned.append("".join(out))
     if in_block is not None:
         errors.append((in_block[0], in_block[1], "unterminated /* comment"))
-    lines = list(map(Line, range(1, len(originals) + 1), originals, cleaned))
-    return lines, errors
+    return FileLines(originals, cleaned), errors
 
 
 #: Characters that may start a comment, a string or a character constant.

@@ -39,7 +39,7 @@ def command(source: Path, macros: str, output: Path | None, listing: bool, base:
 
     Errors are printed as file:line:col with the source line, all of them (up
     to 20) in one run; the exit status is then 1 and nothing is written. The
-    output replaces OUT only when it is complete; OUT may not be SOURCE.
+    output file is replaced only when complete, and may not be SOURCE itself.
     """
     from vmi.asm import AsmError, assemble
     from vmi.asm.elf import program_sections, write_elf
