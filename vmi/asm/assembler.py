@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from attrs import define, field
 
@@ -238,11 +238,27 @@ class Cond:
     in_else: bool = False
 
 
+class _Run(NamedTuple):
+    """Listing entry of consecutive lines known to be one instruction each
+    (``Assembler._fast_lines``), all in one chunk from byte ``delta`` of item
+    ``index``: lines ``start`` to ``end`` (0-based, end excluded) of ``cleans``,
+    whose bytes and text ``known`` (the ``fast_lines`` of then) holds. One
+    entry for many lines: the listing of a large source is made from these."""
+
+    section: SectionState
+    index: int
+    delta: int
+    filename: str
+    start: int
+    end: int
+    cleans: list[str]
+    known: dict[str, _FastLine]
+    depth: int
+
+
 #: One listed statement: (section, first item, end item, text, file name, line,
-#: macro depth, byte offset in the first item, length or None). With a length the
-#: statement's bytes are ``length`` bytes at that offset of the first item (lines
-#: merged into one chunk), else the bytes of its items. A tuple: one per line.
-ListingEntry = tuple["SectionState", int, int, str, str, int, int, int, "int | None"]
+#: macro depth), or a ``_Run`` of lines.
+ListingEntry = tuple[SectionState, int, int, str, str, int, int] | _Run
 
 
 # ---------------------------------------------------------------------------
@@ -396,15 +412,17 @@ class Assembler(LeafFactory):
 
         A line's bytes are appended to the chunk of the line before when nothing
         (no label, no other item) came between and it has no fixups, so a run of
-        such lines is one item to lay out.
+        such lines is one item to lay out, and one listing entry (a ``_Run``).
         """
-        cleans, get, bits = lines.cleans, self.fast_lines.get, self.code_bits
+        known = self.fast_lines
+        cleans, get, bits = lines.cleans, known.get, self.code_bits
         section, items, listing = self.current, self.current.items, self.listing
         filename = frame.filename
         depth = sum(1 for f in self.frames if f.kind == "macro" and f.listed) \
             if len(self.frames) > 1 else 0
         listed = frame.listed
         pos, end = frame.pos, len(cleans)
+        run_start, run_index, run_delta = pos, -1, 0
         while pos < end:
             fast = get(cleans[pos])
             if fast is None or fast[3] != bits:
@@ -413,7 +431,8 @@ class Assembler(LeafFactory):
             chunk = self.open_chunk
             if (chunk is not None and not fixups and items and items[-1] is chunk
                     and self.open_marks == (section, self.places)):
-                index, delta = len(items) - 1, len(chunk.data)
+                if run_index < 0:
+                    run_start, run_index, run_delta = pos, len(items) - 1, len(chunk.data)
                 chunk.data += data
                 section.frag_offset += len(data)
                 self.output_size += len(data)
@@ -422,15 +441,18 @@ class Assembler(LeafFactory):
                     self.location = Location(filename, pos + 1, 1, lines.texts[pos])
                     self._limit(f"output larger than {MAX_OUTPUT >> 20} MiB (the limit)", None)
             else:
+                if listed and run_index >= 0:
+                    listing.append(_Run(section, run_index, run_delta, filename, run_start,
+                                        pos, cleans, known, depth))
                 self.location = Location(filename, pos + 1, 1, lines.texts[pos])
-                index, delta = len(items), 0
+                run_start, run_index, run_delta = pos, len(items), 0
                 chunk = Chunk(bytearray(data), self.location, list(fixups))
                 self._emit(chunk)
                 self.open_chunk, self.open_marks = chunk, (section, self.places)
-            if listed:
-                listing.append((section, index, index + 1, text, filename, pos + 1, depth,
-                                delta, len(data)))
             pos += 1
+        if listed and run_index >= 0:
+            listing.append(_Run(section, run_index, run_delta, filename, run_start, pos, cleans,
+                                known, depth))
         frame.pos = pos
 
     def _frame_location(self, frame: Frame, col: int) -> Location:
@@ -474,7 +496,7 @@ class Assembler(LeafFactory):
         if text.strip() and frame.line is not None and frame.listed:
             end = len(section.items) if self.current is section else start
             self.listing.append((section, start, end, text.strip(), self.location.filename,
-                                 self.location.line, depth, 0, None))
+                                 self.location.line, depth))
 
     def _skipped_statement(self, text: str) -> None:
         match = _WORD.match(text)
@@ -1681,7 +1703,7 @@ def _macro(asm: Assembler, text: str, col: int, word_col: int, word: str) -> Non
     if name.lower() in asm.macros:
         raise StatementError(f"macro '{name}' was already defined", match.start(1) + col)
     asm.macros[name.lower()] = Macro(name, params, body, frame.filename, location)
-    asm.fast_lines.clear()
+    asm.fast_lines = {}  # not clear(): the listing's _Run entries keep the old one
 
 
 @_directive(".endm", ".endmacro", ".endr")
@@ -1705,7 +1727,7 @@ def _purgem(asm: Assembler, text: str, col: int, word_col: int, word: str) -> No
     if name not in asm.macros:
         raise StatementError(f"macro '{text.strip()}' is not defined", col + _lead(text))
     del asm.macros[name]
-    asm.fast_lines.clear()
+    asm.fast_lines = {}  # not clear(): the listing's _Run entries keep the old one
 
 
 @_directive(".rept", ".irp", ".irpc")
@@ -1826,9 +1848,21 @@ def _end(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None:
 def _make_listing(entries: list[ListingEntry],
                   contents: dict[int, bytearray]) -> tuple[ListingLine, ...]:
     lines = []
-    for section, first, last, text, filename, line, depth, delta, length in entries:
-        start = section.offset_of(first) + delta
-        end = section.offset_of(last) if length is None else start + length
+    for entry in entries:
+        if isinstance(entry, _Run):
+            section = entry.section
+            start = section.offset_of(entry.index) + entry.delta
+            data = contents[section.index]
+            for pos in range(entry.start, entry.end):
+                code, _fixups, text, _bits = entry.known[entry.cleans[pos]]
+                end = start + len(code)
+                lines.append(ListingLine(section.address + start, bytes(data[start:end]), text,
+                                         entry.filename, pos + 1, section.name, entry.depth))
+                start = end
+            continue
+        section, first, last, text, filename, line, depth = entry
+        start = section.offset_of(first)
+        end = section.offset_of(last)
         data = b"" if section.nobits else bytes(contents[section.index][start:end])
         lines.append(ListingLine(section.address + start, data, text, filename, line,
                                  section.name, depth))
