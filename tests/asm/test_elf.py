@@ -116,9 +116,11 @@ def test_symbols_in_nm_objdump_and_readelf(elf: Path, program) -> None:
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
 def test_gdb_resolves_symbols(elf: Path, program) -> None:
     out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "info address msg",
-                          "-ex", f"info symbol {program.symbols['loop'] + 1:#x}", str(elf)],
+                          "-ex", f"info symbol {program.symbols['loop'] + 1:#x}",
+                          "-ex", "break loop", str(elf)],
                          capture_output=True, text=True, timeout=120).stdout
     assert f'Symbol "msg" is at {program.symbols["msg"]:#x}' in out
+    assert f"Breakpoint 1 at {program.symbols['loop']:#x}" in out
     assert "loop + 1 in section .text" in out
 
 
