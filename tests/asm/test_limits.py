@@ -205,6 +205,17 @@ def test_nested_irp_counts_multiply() -> None:
     assert error.location.line == 2 and "1002001 copies" in error.message
 
 
+def test_rept_nesting_is_limited() -> None:
+    depth = asm_module.MAX_REPT_DEPTH
+    program = assemble(".rept 1\n" * depth + "nop\n" + ".endr\n" * depth, macros=None)
+    assert program.image == b"\x90"
+    with pytest.raises(AsmError) as failure:
+        assemble(".rept 1\n" * 10_000 + "nop\n" + ".endr\n" * 10_000, macros=None)
+    (error,) = failure.value.errors
+    assert error.location.line == depth + 1
+    assert f"more than {depth} levels (the limit)" in error.message
+
+
 def test_repetitions_in_all_are_limited(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(asm_module, "MAX_REPETITIONS", 50)
     program = assemble(".rept 25\nnop\n.endr\n.rept 25\nnop\n.endr\n", macros=None)

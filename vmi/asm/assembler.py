@@ -86,6 +86,8 @@ MAX_MACRO_DEPTH = 100
 #: repeated block counts its copies times the enclosing ones, and a block whose
 #: product alone is over the limit is refused at once, before anything is copied.
 MAX_REPETITIONS = 1_000_000
+#: ``.rept``/``.irp``/``.irpc`` blocks being repeated at once, one inside another.
+MAX_REPT_DEPTH = 32
 #: Statements read from macro expansions and repeated blocks (the statements of
 #: the files themselves are bounded by their size): a guard against expansion
 #: trees, such as a macro invoking itself twice, that no single limit above stops.
@@ -1733,6 +1735,10 @@ def _purgem(asm: Assembler, text: str, col: int, word_col: int, word: str) -> No
 @_directive(".rept", ".irp", ".irpc")
 def _rept(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None:
     frame = asm.frames[-1]
+    # Each level reads the rest of the enclosing body again to find its .endr.
+    if sum(1 for f in asm.frames if f.kind == "rept") >= MAX_REPT_DEPTH:
+        asm._limit(f"repeated blocks nested too deeply: more than {MAX_REPT_DEPTH} levels "
+                   f"(the limit)", word_col)
     if word == ".rept":
         count = asm._constant(text, col, ".rept count")
         if count > MAX_REPETITIONS:
