@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple, NoReturn
 
 from attrs import define, field
 
@@ -36,7 +38,18 @@ from vmi.asm.errors import (
     StatementError,
     TooManyErrors,
 )
-from vmi.asm.expr import Binary, Expr, Leaf, LeafFactory, Lin, evaluate, parse_expression
+from vmi.asm.expr import (
+    Binary,
+    Deferred,
+    Expr,
+    Leaf,
+    LeafFactory,
+    Lin,
+    Num,
+    evaluate,
+    parse_expression,
+    wrap64,
+)
 from vmi.asm.lexer import is_name_start, scan_name, tokenize
 from vmi.asm.operands import parse_operand, split_operands
 from vmi.asm.program import (
@@ -47,14 +60,41 @@ from vmi.asm.program import (
     Program,
     Section,
 )
-from vmi.asm.source import Line, clean_lines, split_statements
+from vmi.asm.source import (
+    FileLines,
+    Line,
+    RefusedFile,
+    clean_lines,
+    read_regular_file,
+    split_statements,
+)
 
-#: Limits that keep a mangled source from exhausting memory or time.
-MAX_MACRO_DEPTH = 100
+#: Limits that keep a hostile or mangled source from exhausting memory, time or
+#: Python's stack. Each is reported as a located error that names it; docs/asm.md,
+#: "Limits", lists them. (The expression nesting limit is ``expr.MAX_EXPR_DEPTH``.)
+#: Bytes of output: all sections together, alignment and ``.org`` gaps included,
+#: and the flat image from the base to the end of the last loaded section.
+MAX_OUTPUT = 64 << 20
+MAX_IMAGE = MAX_OUTPUT  # one section can be no larger than all of them
+#: Files open at once through ``.include`` (the source itself counts as one).
 MAX_INCLUDE_DEPTH = 32
-MAX_STATEMENTS = 2_000_000
-MAX_IMAGE = 64 << 20
+#: Bytes of one ``.include`` d file.
+MAX_INCLUDE_SIZE = 16 << 20
+#: Macro expansions in progress at once (a macro invoking itself counts each level).
+MAX_MACRO_DEPTH = 100
+#: Copies of ``.rept``/``.irp``/``.irpc`` blocks in all. A block repeated inside a
+#: repeated block counts its copies times the enclosing ones, and a block whose
+#: product alone is over the limit is refused at once, before anything is copied.
+MAX_REPETITIONS = 1_000_000
+#: ``.rept``/``.irp``/``.irpc`` blocks being repeated at once, one inside another.
+MAX_REPT_DEPTH = 32
+#: Statements read from macro expansions and repeated blocks (the statements of
+#: the files themselves are bounded by their size): a guard against expansion
+#: trees, such as a macro invoking itself twice, that no single limit above stops.
+MAX_EXPANDED_STATEMENTS = 1_000_000
 MAX_RELAX_PASSES = 200
+#: Distinct symbol-free instruction texts whose encodings are kept for reuse.
+ENCODED_CACHE_SIZE = 65536
 
 _LABEL = re.compile(r"\s*([A-Za-z_.][\w.$]*|\d+)\s*:(?![:])")
 _ASSIGN = re.compile(r"\s*([A-Za-z_.][\w.$]*)\s*=(?!=)")
@@ -85,7 +125,9 @@ class Symbol:
     location: Location | None = None
     first_use: Location | None = None
     is_global: bool = False
-    busy: bool = False
+    # The last value of ``expr`` and when it was computed (see Assembler._deferred).
+    memo_key: tuple[str, int] | None = None
+    memo_value: Lin | None = None
 
     @property
     def defined(self) -> bool:
@@ -177,7 +219,7 @@ class Frame:
 
     kind: str
     filename: str
-    lines: list[Line]
+    lines: Sequence[Line]  # a FileLines for a file
     directory: Path
     pos: int = 0
     line: Line | None = None
@@ -186,6 +228,7 @@ class Frame:
     invocation: Location | None = None
     macro_name: str = ""
     listed: bool = True  # statements appear in the listing (not the prepended macro set)
+    copies: int = 1  # product of the repeat counts of this block and the enclosing ones
 
 
 @define
@@ -197,14 +240,27 @@ class Cond:
     in_else: bool = False
 
 
-@define
-class ListingEntry:
+class _Run(NamedTuple):
+    """Listing entry of consecutive lines known to be one instruction each
+    (``Assembler._fast_lines``), all in one chunk from byte ``delta`` of item
+    ``index``: lines ``start`` to ``end`` (0-based, end excluded) of ``cleans``,
+    whose bytes and text ``known`` (the ``fast_lines`` of then) holds. One
+    entry for many lines: the listing of a large source is made from these."""
+
     section: SectionState
+    index: int
+    delta: int
+    filename: str
     start: int
     end: int
-    text: str
-    location: Location
-    depth: int = 0
+    cleans: list[str]
+    known: dict[str, _FastLine]
+    depth: int
+
+
+#: One listed statement: (section, first item, end item, text, file name, line,
+#: macro depth), or a ``_Run`` of lines.
+ListingEntry = tuple[SectionState, int, int, str, str, int, int] | _Run
 
 
 # ---------------------------------------------------------------------------
@@ -233,7 +289,9 @@ class Assembler(LeafFactory):
         self.conds: list[Cond] = []
         self.frames: list[Frame] = []
         self.listing: list[ListingEntry] = []
-        self.statements = 0
+        self.statements = 0  # read from macro expansions and repeated blocks
+        self.repetitions = 0  # copies of .rept/.irp/.irpc blocks made so far
+        self.output_size = 0  # bytes emitted so far (sizes known while reading)
         self.ended = False
         # Per statement:
         self.location = Location("<none>", 0, 1)
@@ -241,6 +299,23 @@ class Assembler(LeafFactory):
         self.anchor: Symbol | None = None
         self.dot_delta = 0
         self.known_cache: dict[int, tuple[Expr, int | None]] = {}
+        # Bumped when a symbol that was referenced gets defined (parse-time values
+        # may change) and at each layout pass (section offsets change): the keys
+        # of the values remembered in Symbol.memo_value.
+        self.generation = 0
+        self.layout_generation = 0
+        # Encodings of instructions without symbols, by text, mode and pseudo-prefixes.
+        self.encoded: dict[tuple[str, int, frozenset[str]], Encoded] = {}
+        # Whole source lines that are one such instruction (no label, no warning):
+        # read again, they skip parsing. Cleared when a macro is defined or purged
+        # (a macro may take the instruction's name).
+        self.fast_lines: dict[str, _FastLine] = {}
+        self.whole_line = False  # the current statement is all of a source line
+        # The chunk _fast_line may append to, and (its section, places) when it was
+        # made: a label placed since (``places`` counts them) must see a new item.
+        self.open_chunk: Chunk | None = None
+        self.open_marks: tuple[SectionState, int] | None = None
+        self.places = 0
 
     # -- diagnostics ---------------------------------------------------------
 
@@ -261,6 +336,13 @@ class Assembler(LeafFactory):
                 notes.append(Diagnostic(
                     "note", f"in expansion of macro '{frame.macro_name}'", frame.invocation))
         return tuple(notes)
+
+    def _limit(self, message: str, column: int | None) -> NoReturn:
+        """Report that a limit was reached at ``column`` of the current statement,
+        and stop: going on would only repeat the error (every copy of a repeated
+        block hits it again) or do the work the limit is there to prevent."""
+        self.error(message, self._at(column), self._notes())
+        raise TooManyErrors
 
     def _at(self, column: int | None) -> Location:
         """The current statement's location at a 0-based statement column."""
@@ -304,19 +386,76 @@ class Assembler(LeafFactory):
         while self.frames and not self.ended:
             frame = self.frames[-1]
             if not frame.pending:
+                if (isinstance(frame.lines, FileLines) and not self.current.nobits
+                        and not (self.conds and not self.conds[-1].active)):
+                    self._fast_lines(frame, frame.lines)
                 if frame.pos >= len(frame.lines):
                     self._end_frame(frame)
                     continue
-                frame.line = frame.lines[frame.pos]
+                line = frame.line = frame.lines[frame.pos]
                 frame.pos += 1
-                frame.pending = deque(split_statements(frame.line.clean))
+                frame.pending = deque(split_statements(line.clean))
             col, text = frame.pending.popleft()
-            self.statements += 1
-            if self.statements > MAX_STATEMENTS:
-                self.error("too many statements (runaway .rept or macro?)",
-                           self._frame_location(frame, col))
-                raise TooManyErrors
+            self.whole_line = frame.kind == "file" and col == 0 and not frame.pending
+            if frame.kind != "file":
+                self.statements += 1
+                if self.statements > MAX_EXPANDED_STATEMENTS:
+                    self.error(f"more than {MAX_EXPANDED_STATEMENTS} statements from macro "
+                               f"expansions and repeated blocks (the limit)",
+                               self._frame_location(frame, col))
+                    raise TooManyErrors
             self._statement(frame, col, text)
+
+    def _fast_lines(self, frame: Frame, lines: FileLines) -> None:
+        """Take the lines of a file from ``frame.pos`` on that are known to be one
+        symbol-free instruction each (``fast_lines``), up to the first that is not:
+        what ``_statement`` would do for them, without parsing them again (the
+        caller checked that the section is not nobits and no ``.if`` skips).
+
+        A line's bytes are appended to the chunk of the line before when nothing
+        (no label, no other item) came between and it has no fixups, so a run of
+        such lines is one item to lay out, and one listing entry (a ``_Run``).
+        """
+        known = self.fast_lines
+        cleans, get, bits = lines.cleans, known.get, self.code_bits
+        section, items, listing = self.current, self.current.items, self.listing
+        filename = frame.filename
+        depth = sum(1 for f in self.frames if f.kind == "macro" and f.listed) \
+            if len(self.frames) > 1 else 0
+        listed = frame.listed
+        pos, end = frame.pos, len(cleans)
+        run_start, run_index, run_delta = pos, -1, 0
+        while pos < end:
+            fast = get(cleans[pos])
+            if fast is None or fast[3] != bits:
+                break
+            data, fixups, text, _bits = fast
+            chunk = self.open_chunk
+            if (chunk is not None and not fixups and items and items[-1] is chunk
+                    and self.open_marks == (section, self.places)):
+                if run_index < 0:
+                    run_start, run_index, run_delta = pos, len(items) - 1, len(chunk.data)
+                chunk.data += data
+                section.frag_offset += len(data)
+                self.output_size += len(data)
+                if self.output_size > MAX_OUTPUT:
+                    frame.pos = pos + 1
+                    self.location = Location(filename, pos + 1, 1, lines.texts[pos])
+                    self._limit(f"output larger than {MAX_OUTPUT >> 20} MiB (the limit)", None)
+            else:
+                if listed and run_index >= 0:
+                    listing.append(_Run(section, run_index, run_delta, filename, run_start,
+                                        pos, cleans, known, depth))
+                self.location = Location(filename, pos + 1, 1, lines.texts[pos])
+                run_start, run_index, run_delta = pos, len(items), 0
+                chunk = Chunk(bytearray(data), self.location, list(fixups))
+                self._emit(chunk)
+                self.open_chunk, self.open_marks = chunk, (section, self.places)
+            pos += 1
+        if listed and run_index >= 0:
+            listing.append(_Run(section, run_index, run_delta, filename, run_start, pos, cleans,
+                                known, depth))
+        frame.pos = pos
 
     def _frame_location(self, frame: Frame, col: int) -> Location:
         line = frame.line
@@ -358,8 +497,8 @@ class Assembler(LeafFactory):
             self.error(problem.message, self._at(problem.column), self._notes())
         if text.strip() and frame.line is not None and frame.listed:
             end = len(section.items) if self.current is section else start
-            self.listing.append(ListingEntry(section, start, end, text.strip(), self.location,
-                                             depth))
+            self.listing.append((section, start, end, text.strip(), self.location.filename,
+                                 self.location.line, depth))
 
     def _skipped_statement(self, text: str) -> None:
         match = _WORD.match(text)
@@ -446,6 +585,9 @@ class Assembler(LeafFactory):
 
     def _place(self, symbol: Symbol) -> None:
         section = self.current
+        self.places += 1
+        if symbol.kind == "undefined" and symbol.first_use is not None:
+            self.generation += 1
         symbol.kind = "label"
         symbol.section = section
         symbol.item_index = len(section.items)
@@ -483,6 +625,8 @@ class Assembler(LeafFactory):
         elif symbol is None:
             symbol = Symbol(name)
             self.symbols[name] = symbol
+        elif symbol.first_use is not None:
+            self.generation += 1
         value = evaluate(expr, self._parse_value)
         symbol.kind = "equ"
         symbol.expr = expr
@@ -491,7 +635,7 @@ class Assembler(LeafFactory):
 
     # -- values -----------------------------------------------------------------
 
-    def _parse_value(self, leaf: Leaf) -> Lin | None:
+    def _parse_value(self, leaf: Leaf) -> Lin | Deferred | None:
         """A symbol's value while reading: labels relative to their fragment."""
         symbol = leaf.symbol
         assert isinstance(symbol, Symbol)
@@ -501,18 +645,23 @@ class Assembler(LeafFactory):
         if symbol.kind == "equ":
             if symbol.const is not None:
                 return Lin(symbol.const)
-            return self._equ_value(symbol, self._parse_value)
+            return self._deferred(symbol, "parse", self.generation)
         return None
 
-    def _equ_value(self, symbol: Symbol, resolve: Callable[[Leaf], Lin | None]) -> Lin | None:
-        if symbol.busy:
-            raise StatementError(f"symbol '{symbol.name}' is defined in terms of itself")
-        symbol.busy = True
-        try:
-            assert symbol.expr is not None
-            return evaluate(symbol.expr, resolve)
-        finally:
-            symbol.busy = False
+    def _deferred(self, symbol: Symbol, kind: str, generation: int) -> Lin | Deferred | None:
+        """``symbol``'s defining expression for ``evaluate``, or its value if that was
+        computed since ``generation`` began (each value of a chain ``a1 = a0 + 1``,
+        ``a2 = a1 + 1``, ... is then computed once, keeping the work linear)."""
+        key = (kind, generation)
+        if symbol.memo_key == key:
+            return symbol.memo_value
+        assert symbol.expr is not None
+
+        def remember(value: Lin | None) -> None:
+            symbol.memo_key = key
+            symbol.memo_value = value
+
+        return Deferred(symbol.expr, symbol.name, symbol, remember)
 
     def known(self, expr: Expr) -> int | None:
         """The value of ``expr`` if it is a constant now (GNU as's parse-time fold)."""
@@ -564,6 +713,12 @@ class Assembler(LeafFactory):
                 raise StatementError(f"cannot store data or code in the nobits section "
                                      f"'{section.name}'")
         section.items.append(item)
+        if isinstance(item, Chunk | BranchItem):
+            self.output_size += item.size
+            if self.output_size > MAX_OUTPUT:
+                self.error(f"output larger than {MAX_OUTPUT >> 20} MiB (the limit)",
+                           self.location)
+                raise TooManyErrors
         if fixed:
             section.frag_offset += item.size  # type: ignore[union-attr]
         else:
@@ -576,6 +731,20 @@ class Assembler(LeafFactory):
     # -- instructions ------------------------------------------------------------
 
     def _instruction(self, text: str, pos: int, pseudo: frozenset[str]) -> None:
+        # The same instruction text without symbols always encodes the same way
+        # (in the same .code16/.code32 mode): a source of ordinary lines repeats
+        # a small number of them, and encoding is most of the work per line.
+        key = (text[pos:], self.code_bits, pseudo)
+        cached = self.encoded.get(key)
+        if cached is not None:
+            if self.current.nobits:
+                raise StatementError(f"cannot store code in the nobits section "
+                                     f"'{self.current.name}'", _lead(text[pos:]) + pos)
+            for message, col in cached.warnings:
+                self.warning(message, self._at(col))
+            self._emit_bytes(cached.data, cached.fixups)
+            self._remember_line(text, pos, pseudo, cached)
+            return
         keywords: list[tuple[str, int]] = []
         while True:
             match = _WORD.match(text, pos)
@@ -601,6 +770,7 @@ class Assembler(LeafFactory):
             raise StatementError(f"unknown instruction '{match.group(1)}'", mnemonic_col)
         tokens = tokenize(text[match.end():], match.end())
         operands = [parse_operand(part, self) for part in split_operands(tokens)]
+        constant = not any(tok.kind in ("sym", "local") for tok in tokens)
         ctx = Context(self.code_bits, self.known, pseudo)
         result = encoder.encode(mnemonic, operands, keywords, ctx, mnemonic_col)
         if self.current.nobits:
@@ -617,14 +787,24 @@ class Assembler(LeafFactory):
             problem = None if value is None else _field_problem(fixup, value)
             if problem is not None:
                 raise StatementError(problem, fixup.col)
+        if constant and len(self.encoded) < ENCODED_CACHE_SIZE:
+            result = _bake(result)
+            self.encoded[key] = result
+            self._remember_line(text, pos, pseudo, result)
         self._emit_bytes(result.data, result.fixups)
+
+    def _remember_line(self, text: str, pos: int, pseudo: frozenset[str],
+                       encoded: Encoded) -> None:
+        if (self.whole_line and not pseudo and not encoded.warnings and not text[:pos].strip()
+                and len(self.fast_lines) < ENCODED_CACHE_SIZE):
+            self.fast_lines[text] = (encoded.data, encoded.fixups, text.strip(), self.code_bits)
 
     # -- macros -------------------------------------------------------------------
 
     def _invoke(self, macro: Macro, text: str, col: int, word_col: int) -> None:
         if sum(1 for f in self.frames if f.kind == "macro") >= MAX_MACRO_DEPTH:
-            raise StatementError(f"macros nested too deeply (expanding '{macro.name}')",
-                                 word_col)
+            self._limit(f"macros nested too deeply (expanding '{macro.name}'): "
+                        f"more than {MAX_MACRO_DEPTH} levels (the limit)", word_col)
         values = arguments.bind(macro.name, macro.params, text, col)
         self.macro_count += 1
         values["@"] = str(self.macro_count - 1)
@@ -632,7 +812,8 @@ class Assembler(LeafFactory):
                 for sub in [_substitute(line.clean, values)]]
         self.frames.append(Frame("macro", macro.filename, body, self.frames[-1].directory,
                                  cond_depth=len(self.conds), invocation=self._at(word_col),
-                                 macro_name=macro.name, listed=self.frames[-1].listed))
+                                 macro_name=macro.name, listed=self.frames[-1].listed,
+                                 copies=self.frames[-1].copies))
 
     def _collect_block(self, frame: Frame, opener: str, openers: tuple[str, ...],
                        closers: tuple[str, ...]) -> list[Line] | None:
@@ -710,7 +891,7 @@ class Assembler(LeafFactory):
                     item.relaxable = value is not None and value.terms == ((section.index, 1),)
                     item.long = not item.relaxable
 
-    def _section_value(self, leaf: Leaf) -> Lin | None:
+    def _section_value(self, leaf: Leaf) -> Lin | Deferred | None:
         symbol = leaf.symbol
         assert isinstance(symbol, Symbol)
         if symbol.kind == "label":
@@ -718,11 +899,13 @@ class Assembler(LeafFactory):
             return Lin(symbol.section.offset_of(symbol.item_index),
                        ((symbol.section.index, 1),))
         if symbol.kind == "equ":
-            return self._equ_value(symbol, self._section_value)
+            return self._deferred(symbol, "section", self.layout_generation)
         return None
 
     def _compute_offsets(self, order: list[SectionState]) -> None:
+        self.layout_generation += 1
         address = self.base
+        total = extent = 0
         for section in order:
             offsets = section.offsets
             if len(offsets) != len(section.items) + 1:
@@ -738,12 +921,21 @@ class Assembler(LeafFactory):
                 offset += item.size
                 if offset > MAX_IMAGE:
                     self.error(f"section '{section.name}' is larger than "
-                               f"{MAX_IMAGE >> 20} MiB", item.location)
+                               f"{MAX_IMAGE >> 20} MiB (the output limit)", item.location)
                     raise TooManyErrors
             offsets[-1] = offset
             address = -(-address // section.alignment) * section.alignment
             section.address = address
             address += offset
+            total += offset
+            if section.loaded and not section.nobits:
+                extent = address - self.base
+            if max(total, extent) > MAX_OUTPUT:
+                where = section.items[-1].location if section.items else self.location
+                self.error(f"output larger than {MAX_OUTPUT >> 20} MiB (the limit): "
+                           f"sections and the gaps between them up to '{section.name}'",
+                           where)
+                raise TooManyErrors
 
     def _org_size(self, section: SectionState, item: OrgItem, offset: int) -> int:
         try:
@@ -772,7 +964,7 @@ class Assembler(LeafFactory):
                     changed = True
         return changed
 
-    def _final_value(self, leaf: Leaf) -> Lin | None:
+    def _final_value(self, leaf: Leaf) -> Lin | Deferred | None:
         symbol = leaf.symbol
         assert isinstance(symbol, Symbol)
         if symbol.kind == "label":
@@ -782,7 +974,7 @@ class Assembler(LeafFactory):
         if symbol.kind == "equ":
             if symbol.const is not None:
                 return Lin(symbol.const)
-            return self._equ_value(symbol, self._final_value)
+            return self._deferred(symbol, "final", self.layout_generation)
         raise StatementError(f"undefined symbol '{symbol.name}'", leaf.col)
 
     def _final(self, expr: Expr) -> int:
@@ -893,17 +1085,12 @@ class Assembler(LeafFactory):
                        data[k + 6])
             for k in range(0, len(data), ANNOTATION_RECORD_SIZE))
 
-    def _listing(self, contents: dict[int, bytearray]) -> tuple[ListingLine, ...]:
-        lines = []
-        for entry in self.listing:
-            section = entry.section
-            start = section.offset_of(entry.start)
-            end = section.offset_of(entry.end)
-            data = b"" if section.nobits else bytes(contents[section.index][start:end])
-            loc = entry.location
-            lines.append(ListingLine(section.address + start, data, entry.text, loc.filename,
-                                     loc.line, section.name, entry.depth))
-        return tuple(lines)
+    def _listing(self, contents: dict[int, bytearray]) -> Callable[[], tuple[ListingLine, ...]]:
+        """A function that makes the listing when asked: it holds the listing
+        entries, the sections' offsets and ``contents``, not the items."""
+        for section in self.sections:
+            section.items = []
+        return partial(_make_listing, self.listing, contents)
 
     # -- sections -------------------------------------------------------------------
 
@@ -975,6 +1162,28 @@ class Assembler(LeafFactory):
 
 # ---------------------------------------------------------------------------
 # Directives
+
+
+#: A line for ``Assembler._fast_line``: bytes, fixups, listing text, .code16/32 mode.
+_FastLine = tuple[bytes, tuple[Fixup, ...], str, int]
+
+
+def _bake(encoded: Encoded) -> Encoded:
+    """``encoded`` with the fixups whose value is a number (not PC-relative)
+    written into the bytes, as ``_apply_fixup`` would write them at the end."""
+    if not encoded.fixups:
+        return encoded
+    data = bytearray(encoded.data)
+    rest = []
+    for fixup in encoded.fixups:
+        if fixup.kind == "rel" or type(fixup.expr) is not Num:
+            rest.append(fixup)
+            continue
+        value = wrap64(fixup.expr.value)  # type: ignore[union-attr]
+        pos = fixup.offset
+        data[pos:pos + fixup.size] = (value & ((1 << (8 * fixup.size)) - 1)).to_bytes(
+            fixup.size, "little")
+    return Encoded(bytes(data), tuple(rest), encoded.warnings)
 
 
 def _field_problem(fixup: Fixup, value: int) -> str | None:
@@ -1233,8 +1442,9 @@ def _space(asm: Assembler, text: str, col: int, word_col: int, word: str) -> Non
 
 
 def _check_size(count: int, col: int) -> None:
-    if count > MAX_IMAGE:
-        raise StatementError(f"size {count:#x} is larger than {MAX_IMAGE >> 20} MiB", col)
+    if count > MAX_OUTPUT:
+        raise StatementError(f"size {count:#x} is larger than {MAX_OUTPUT >> 20} MiB "
+                             f"(the output limit)", col)
 
 
 @_directive(".fill")
@@ -1495,6 +1705,7 @@ def _macro(asm: Assembler, text: str, col: int, word_col: int, word: str) -> Non
     if name.lower() in asm.macros:
         raise StatementError(f"macro '{name}' was already defined", match.start(1) + col)
     asm.macros[name.lower()] = Macro(name, params, body, frame.filename, location)
+    asm.fast_lines = {}  # not clear(): the listing's _Run entries keep the old one
 
 
 @_directive(".endm", ".endmacro", ".endr")
@@ -1518,15 +1729,21 @@ def _purgem(asm: Assembler, text: str, col: int, word_col: int, word: str) -> No
     if name not in asm.macros:
         raise StatementError(f"macro '{text.strip()}' is not defined", col + _lead(text))
     del asm.macros[name]
+    asm.fast_lines = {}  # not clear(): the listing's _Run entries keep the old one
 
 
 @_directive(".rept", ".irp", ".irpc")
 def _rept(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None:
     frame = asm.frames[-1]
+    # Each level reads the rest of the enclosing body again to find its .endr.
+    if sum(1 for f in asm.frames if f.kind == "rept") >= MAX_REPT_DEPTH:
+        asm._limit(f"repeated blocks nested too deeply: more than {MAX_REPT_DEPTH} levels "
+                   f"(the limit)", word_col)
     if word == ".rept":
         count = asm._constant(text, col, ".rept count")
-        if count > MAX_STATEMENTS:
-            raise StatementError(f".rept count {count} is too large", col + _lead(text))
+        if count > MAX_REPETITIONS:
+            asm._limit(f".rept count {count} is too large: more than "
+                       f"{MAX_REPETITIONS} copies (the limit)", col + _lead(text))
         copies: list[dict[str, str]] = [{}] * max(0, count)
     else:
         match = re.match(r"\s*([A-Za-z_][\w.$]*)\s*(,|\s)?", text)
@@ -1542,6 +1759,15 @@ def _rept(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None
     body = asm._collect_block(frame, word, (".rept", ".irp", ".irpc"), (".endr",))
     if body is None:
         return
+    nested = frame.copies * len(copies)
+    if nested > MAX_REPETITIONS:
+        asm._limit(f"{word} inside repeated blocks makes {nested} copies "
+                   f"(nested counts multiply): more than {MAX_REPETITIONS} (the limit)",
+                   word_col)
+    asm.repetitions += len(copies)
+    if asm.repetitions > MAX_REPETITIONS:
+        asm._limit(f"more than {MAX_REPETITIONS} copies of repeated blocks in all "
+                   f"(the limit)", word_col)
     lines: list[Line] = []
     for values_map in copies:
         for line in body:
@@ -1550,11 +1776,12 @@ def _rept(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None
             else:
                 text_line = _substitute(line.clean, dict(values_map, **{"@": "0"}))
                 lines.append(Line(line.number, text_line, text_line))
-        if len(lines) > MAX_STATEMENTS:
-            raise StatementError("repeated block is too large", col)
+        if len(lines) > MAX_EXPANDED_STATEMENTS:
+            asm._limit(f"repeated block is too large: more than "
+                       f"{MAX_EXPANDED_STATEMENTS} lines (the limit)", word_col)
     asm.frames.append(Frame("rept", frame.filename, lines, frame.directory,
                             cond_depth=len(asm.conds), invocation=asm.location,
-                            listed=frame.listed))
+                            listed=frame.listed, copies=max(1, nested)))
 
 
 @_directive(".include")
@@ -1565,13 +1792,18 @@ def _include(asm: Assembler, text: str, col: int, word_col: int, word: str) -> N
                              col + _lead(text))
     frame = asm.frames[-1]
     if sum(1 for f in asm.frames if f.kind == "file") > MAX_INCLUDE_DEPTH:
-        raise StatementError(".include nested too deeply", word_col)
+        asm._limit(f".include nested too deeply: more than {MAX_INCLUDE_DEPTH} "
+                   f"files open at once (the limit)", word_col)
     path = frame.directory / name[1:-1]
+    where = col + _lead(text)
     try:
-        source = path.read_text(encoding="utf-8", errors="replace")
+        data = read_regular_file(path, limit=MAX_INCLUDE_SIZE, what=".include size")
+    except RefusedFile as problem:
+        raise StatementError(f"cannot include '{name[1:-1]}': it {problem}", where) from None
     except OSError as problem:
         raise StatementError(f"cannot read '{name[1:-1]}': {problem.strerror or problem}",
-                             col + _lead(text)) from None
+                             where) from None
+    source = data.decode("utf-8", errors="replace")
     asm._push_file(source, str(path), path.parent, asm.location)
     asm.frames[-1].listed = frame.listed
 
@@ -1587,15 +1819,22 @@ def _incbin(asm: Assembler, text: str, col: int, word_col: int, word: str) -> No
     count = asm._constant(parts[2][1], parts[2][0], ".incbin count") if len(parts) > 2 \
         else None
     path = asm.frames[-1].directory / name[1:-1]
+    where = col + _lead(text)
+    if skip < 0:
+        raise StatementError(f".incbin skip {skip} is negative", parts[1][0])
+    if count is not None:
+        if count < 0:
+            raise StatementError(f".incbin count {count} is negative", parts[2][0])
+        _check_size(count, parts[2][0])
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, skip=skip, count=count, limit=None if count is not None
+                                 else skip + MAX_OUTPUT, what=".incbin output size")
+    except RefusedFile as problem:
+        raise StatementError(f".incbin '{name[1:-1]}': the file {problem}", where) from None
     except OSError as problem:
         raise StatementError(f"cannot read '{name[1:-1]}': {problem.strerror or problem}",
-                             col + _lead(text)) from None
-    if skip < 0 or skip > len(data) or count is not None and not 0 <= count <= len(data) - skip:
-        raise StatementError(f".incbin range is outside the {len(data)}-byte file", col)
-    _check_size(len(data), col)
-    asm._emit_bytes(data[skip:] if count is None else data[skip:skip + count])
+                             where) from None
+    asm._emit_bytes(data)
 
 
 @_directive(".err", ".error", ".warning", ".print")
@@ -1611,3 +1850,26 @@ def _message(asm: Assembler, text: str, col: int, word_col: int, word: str) -> N
 def _end(asm: Assembler, text: str, col: int, word_col: int, word: str) -> None:
     asm.ended = True
 
+
+def _make_listing(entries: list[ListingEntry],
+                  contents: dict[int, bytearray]) -> tuple[ListingLine, ...]:
+    lines = []
+    for entry in entries:
+        if isinstance(entry, _Run):
+            section = entry.section
+            start = section.offset_of(entry.index) + entry.delta
+            data = contents[section.index]
+            for pos in range(entry.start, entry.end):
+                code, _fixups, text, _bits = entry.known[entry.cleans[pos]]
+                end = start + len(code)
+                lines.append(ListingLine(section.address + start, bytes(data[start:end]), text,
+                                         entry.filename, pos + 1, section.name, entry.depth))
+                start = end
+            continue
+        section, first, last, text, filename, line, depth = entry
+        start = section.offset_of(first)
+        end = section.offset_of(last)
+        data = b"" if section.nobits else bytes(contents[section.index][start:end])
+        lines.append(ListingLine(section.address + start, data, text, filename, line,
+                                 section.name, depth))
+    return tuple(lines)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 
-from attrs import frozen
+from attrs import field, frozen
 
 from vmi.asm.errors import StatementError
 from vmi.asm.lexer import Token
@@ -112,43 +112,91 @@ class LeafFactory:
         return value.const if value is not None and value.is_const else None
 
 
-def parse_expression(tokens: Sequence[Token], pos: int, leaves: LeafFactory,
-                     min_rank: int = 0) -> tuple[Expr, int]:
-    """Parse an expression starting at ``tokens[pos]``: (expression, next position)."""
-    left, pos = _primary(tokens, pos, leaves)
+#: Deepest nesting of parentheses and unary operators in one expression. The
+#: parser and the evaluator use explicit stacks (no Python recursion), so this
+#: limit is about hostile input, not about the interpreter's stack.
+MAX_EXPR_DEPTH = 1000
+
+
+def parse_expression(tokens: Sequence[Token], pos: int, leaves: LeafFactory) -> tuple[Expr, int]:
+    """Parse an expression starting at ``tokens[pos]``: (expression, next position).
+
+    Operator precedence parsing with explicit operand and operator stacks, so
+    that neither ``((((...))))`` nor ``- - - ... 1`` nor ``1+1+...+1`` can
+    exhaust Python's recursion limit; nesting deeper than ``MAX_EXPR_DEPTH``
+    is a located error.
+    """
+    operands: list[Expr] = []
+    # Pending operators: ("u", token) unary, ("(", token) open parenthesis,
+    # ("b", token) binary with its rank.
+    operators: list[tuple[str, Token, int]] = []
+    depth = 0  # open parentheses + pending unary operators
+    open_parens = 0
     while True:
+        # An operand: any unary operators and parentheses, then a primary.
         tok = tokens[pos]
-        if tok.kind != "op" or tok.value not in _RANK:
-            return left, pos
-        rank = _RANK[tok.value]  # type: ignore[index]
-        if rank <= min_rank:
-            return left, pos
-        right, pos = parse_expression(tokens, pos + 1, leaves, rank)
-        left = Binary(tok.value, left, right, tok.col)  # type: ignore[arg-type]
+        if tok.kind == "op" and tok.value in ("-", "+", "~", "!", "("):
+            if depth >= MAX_EXPR_DEPTH:
+                raise StatementError(f"expression nested more than {MAX_EXPR_DEPTH} deep "
+                                     f"(the limit of parentheses and unary operators)", tok.col)
+            if tok.value == "(":
+                operators.append(("(", tok, 0))
+                open_parens += 1
+                depth += 1
+            elif tok.value != "+":  # unary plus changes nothing
+                operators.append(("u", tok, 0))
+                depth += 1
+            pos += 1
+            continue
+        operands.append(_primary(tok, leaves))
+        pos += 1
+        while True:
+            # Unary operators bind tightest: apply those right before the operand.
+            while operators and operators[-1][0] == "u":
+                _, op_tok, _ = operators.pop()
+                depth -= 1
+                operands[-1] = Unary(op_tok.value, operands[-1], op_tok.col)  # type: ignore[arg-type]
+            tok = tokens[pos]
+            if tok.kind == "rparen" and open_parens:
+                _reduce(operands, operators, 0)
+                operators.pop()  # the "("
+                open_parens -= 1
+                depth -= 1
+                pos += 1
+                continue
+            break
+        if tok.kind == "op" and tok.value in _RANK:
+            rank = _RANK[tok.value]  # type: ignore[index]
+            _reduce(operands, operators, rank)
+            operators.append(("b", tok, rank))
+            pos += 1
+            continue
+        if open_parens:
+            raise StatementError("missing ')'", tok.col)
+        _reduce(operands, operators, 0)
+        return operands[0], pos
 
 
-def _primary(tokens: Sequence[Token], pos: int, leaves: LeafFactory) -> tuple[Expr, int]:
-    tok = tokens[pos]
+def _reduce(operands: list[Expr], operators: list[tuple[str, Token, int]], rank: int) -> None:
+    """Apply pending binary operators of rank >= ``rank`` (all are left-associative),
+    stopping at an open parenthesis."""
+    while operators and operators[-1][0] == "b" and operators[-1][2] >= rank:
+        _, tok, _ = operators.pop()
+        right = operands.pop()
+        operands[-1] = Binary(tok.value, operands[-1], right, tok.col)  # type: ignore[arg-type]
+
+
+def _primary(tok: Token, leaves: LeafFactory) -> Expr:
     if tok.kind == "num":
-        return Num(tok.value, tok.col), pos + 1  # type: ignore[arg-type]
+        return Num(tok.value, tok.col)  # type: ignore[arg-type]
     if tok.kind == "sym":
         name = tok.value
         if name == ".":
-            return leaves.dot(tok.col), pos + 1
-        return leaves.symbol(name, tok.col), pos + 1  # type: ignore[arg-type]
+            return leaves.dot(tok.col)
+        return leaves.symbol(name, tok.col)  # type: ignore[arg-type]
     if tok.kind == "local":
         assert isinstance(tok.value, tuple)
-        return leaves.local(str(tok.value[0]), str(tok.value[1]), tok.col), pos + 1
-    if tok.kind == "op" and tok.value in ("-", "+", "~", "!"):
-        operand, pos = _primary(tokens, pos + 1, leaves)
-        if tok.value == "+":
-            return operand, pos
-        return Unary(tok.value, operand, tok.col), pos  # type: ignore[arg-type]
-    if tok.kind == "op" and tok.value == "(":
-        inner, pos = parse_expression(tokens, pos + 1, leaves)
-        if tokens[pos].kind != "rparen":
-            raise StatementError("missing ')'", tokens[pos].col)
-        return inner, pos + 1
+        return leaves.local(str(tok.value[0]), str(tok.value[1]), tok.col)
     if tok.kind == "reg":
         raise StatementError(f"register '%{tok.value}' not allowed in an expression", tok.col)
     if tok.kind == "eof":
@@ -158,39 +206,98 @@ def _primary(tokens: Sequence[Token], pos: int, leaves: LeafFactory) -> tuple[Ex
     raise StatementError(f"unexpected '{tok.value}' in expression", tok.col)
 
 
-Resolver = Callable[[Leaf], "Lin | None"]
+@frozen
+class Deferred:
+    """What a resolver returns for a symbol defined by an expression: evaluate
+    ``expr`` in its place. ``key`` identifies the symbol, to catch a symbol
+    defined in terms of itself; ``name`` is for that message. ``done``, if
+    given, receives the value (so the resolver can remember it: a chain of
+    symbols defined by one another is then evaluated once, not once per use)."""
+
+    expr: Expr
+    name: str
+    key: object = field(eq=False)
+    done: Callable[[Lin | None], None] | None = field(default=None, eq=False)
+
+
+Resolver = Callable[[Leaf], "Lin | Deferred | None"]
+
+# Work items of ``evaluate``'s stack besides expressions.
+_LEFT_DONE, _RIGHT_DONE, _UNARY_DONE, _SYMBOL_DONE = range(4)
 
 
 def evaluate(node: Expr, resolve: Resolver) -> Lin | None:
-    """The value of ``node``; ``resolve`` gives each symbol's value (None: unknown).
+    """The value of ``node``; ``resolve`` gives each symbol's value (None: unknown),
+    or a ``Deferred`` expression to evaluate in its place.
 
-    Returns None when a needed value is unknown or the result is not linear.
-    Raises ``StatementError`` for a division by zero.
+    Returns None when a needed value is unknown or the result is not linear
+    (as soon as one operand is unknown the other is not looked at). Raises
+    ``StatementError`` for a division by zero or a symbol defined in terms of
+    itself. Iterative, so that neither a deep expression nor a long chain of
+    symbols defined by one another can exhaust Python's recursion limit.
     """
-    if isinstance(node, Num):
-        return Lin(wrap64(node.value))
-    if isinstance(node, Leaf):
-        value = resolve(node)
-        if value is None or not node.delta:
-            return value
-        return value.add(Lin(node.delta))
-    if isinstance(node, Unary):
-        inner = evaluate(node.operand, resolve)
-        if inner is None:
-            return None
-        if node.op == "-":
-            return inner.scale(-1)
-        if not inner.is_const:
-            return None
-        if node.op == "~":
-            return Lin(wrap64(~inner.const))
-        return Lin(0 if inner.const else 1)  # "!"
-    left = evaluate(node.left, resolve)
-    if left is None:
+    work: list[object] = [node]
+    values: list[Lin | None] = []
+    expanding: set[int] = set()  # ids of the symbols being evaluated
+    while work:
+        item = work.pop()
+        kind = type(item)
+        if kind is Num:
+            values.append(Lin(wrap64(item.value)))  # type: ignore[union-attr]
+        elif kind is Leaf:
+            value = resolve(item)  # type: ignore[arg-type]
+            if isinstance(value, Deferred):
+                key = id(value.key)
+                if key in expanding:
+                    raise StatementError(f"symbol '{value.name}' is defined in terms of itself")
+                expanding.add(key)
+                work.append((_SYMBOL_DONE, item, key, value.done))
+                work.append(value.expr)
+            elif value is None or not item.delta:  # type: ignore[union-attr]
+                values.append(value)
+            else:
+                values.append(value.add(Lin(item.delta)))  # type: ignore[union-attr]
+        elif kind is Unary:
+            work.append((_UNARY_DONE, item))
+            work.append(item.operand)  # type: ignore[union-attr]
+        elif kind is Binary:
+            work.append((_LEFT_DONE, item))
+            work.append(item.left)  # type: ignore[union-attr]
+        else:
+            step, expr, *rest = item  # type: ignore[misc]
+            if step == _LEFT_DONE:
+                if values[-1] is not None:  # else the result is None: skip the right side
+                    work.append((_RIGHT_DONE, expr))
+                    work.append(expr.right)
+            elif step == _RIGHT_DONE:
+                right = values.pop()
+                left = values.pop()
+                values.append(None if right is None else _apply(expr, left, right))
+            elif step == _UNARY_DONE:
+                values.append(_unary(expr.op, values.pop()))
+            else:  # _SYMBOL_DONE
+                expanding.discard(rest[0])
+                value = values[-1]
+                if rest[1] is not None:
+                    rest[1](value)
+                if value is not None and expr.delta:
+                    values[-1] = value.add(Lin(expr.delta))
+    return values[0]
+
+
+def _unary(op: str, inner: Lin | None) -> Lin | None:
+    if inner is None:
         return None
-    right = evaluate(node.right, resolve)
-    if right is None:
+    if op == "-":
+        return inner.scale(-1)
+    if not inner.is_const:
         return None
+    if op == "~":
+        return Lin(wrap64(~inner.const))
+    return Lin(0 if inner.const else 1)  # "!"
+
+
+def _apply(node: Binary, left: Lin, right: Lin) -> Lin | None:
     op = node.op
     if op == "+":
         return left.add(right)

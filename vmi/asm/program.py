@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from attrs import field, frozen
 
 from vmi.asm.errors import Diagnostic
@@ -74,10 +76,22 @@ class Program:
     symbols: dict[str, int]
     sections: tuple[Section, ...]
     annotations: tuple[Annotation, ...]
-    listing: tuple[ListingLine, ...]
+    #: The listing, or a function that makes it: most callers never look at it,
+    #: and a large source has millions of lines (``listing`` makes it once).
+    _listing: tuple[ListingLine, ...] | Callable[[], tuple[ListingLine, ...]] = field(
+        eq=False, repr=False)
     warnings: tuple[Diagnostic, ...] = ()
     #: Contents of sections kept out of the image (``.vmi.annotation``), by name.
     unloaded: dict[str, bytes] = field(factory=dict)
+
+    @property
+    def listing(self) -> tuple[ListingLine, ...]:
+        """One ``ListingLine`` per statement of the source (not of the macro set)."""
+        listing = self._listing
+        if callable(listing):
+            listing = listing()
+            object.__setattr__(self, "_listing", listing)
+        return listing
 
     @property
     def end(self) -> int:
