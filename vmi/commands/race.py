@@ -22,6 +22,7 @@ import click
 
 from vmi.commands import UsageLine, UserError, check_output
 from vmi.race.explorer import MAX_DEPTH
+from vmi.race.invariants import INVARIANTS
 from vmi.system import MODES, POLICIES
 
 PATH_CHOICES = ("iret", "sysexit", "spinlock", "iret16", "all")
@@ -84,6 +85,9 @@ def _vector(ctx: Any, param: Any, value: str) -> int:
 @click.option("--plot", "plot", metavar="FILE.png", default=None,
               help="Draw the race map (needs the plotting extra); the suffix names the "
                    "format (.png, .svg, .pdf).")
+@click.option("--invariant", "focus", type=click.Choice(INVARIANTS), default=None,
+              help="Show and save the smallest counterexample breaking this invariant "
+                   "(default: the smallest of any).")
 @click.option("--brief", is_flag=True, help="Only the map line per path, not the table.")
 @click.option("--save", "save", metavar="FILE.json", default=None,
               help="Write the first counterexample for `vmi debug --replay`.")
@@ -91,7 +95,8 @@ def _vector(ctx: Any, param: Any, value: str) -> int:
 def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
             examples: int | None, horizon: int, vector: int, cpus: int, seed: int,
             jobs: int, dask: str | None,
-            journal: str | None, plot: str | None, brief: bool, save: str | None,
+            journal: str | None, plot: str | None, focus: str | None, brief: bool,
+            save: str | None,
             as_json: bool) -> None:
     """Sweep interrupt arrival over kernel paths and check the invariants."""
     from vmi.race.explorer import Config, ScenarioError, prepare
@@ -103,6 +108,8 @@ def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
     except SystemError_ as error:
         raise click.UsageError(f"--macros: {error}") from None
     paths = list(ALL_PATHS) if path == "all" else [path]
+    if horizon and examples is not None:
+        raise click.UsageError("--horizon applies to exhaustive sweeps, not --examples")
     if horizon and depth == 1:
         raise click.UsageError("--horizon: the delays are those of a later interrupt; give "
                                "--depth 2 or 3")
@@ -137,6 +144,8 @@ def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
         click.echo(f"vmi race: stopped, {stop.cause}: {stop.done} of {stop.total} schedules "
                    f"done{where}", err=True)
         sys.exit(130 if stop.cause == "interrupted" else 3)
+    for report in reports:
+        report.focus = focus
     finished = time.perf_counter()
     result = _result(reports, finished - began, finished - swept, digest, runner)
     # The paths were checked before the sweep; if writing still fails (a full disk),

@@ -213,6 +213,8 @@ class Scenario:
                 if pending_index == 0:
                     due = step == first
                 elif self.config.horizon:
+                    if schedule[pending_index] < 1:
+                        break  # a delay of 0: not a schedule of a nested sweep
                     due = step == last_raise + schedule[pending_index]
                 else:
                     target = self.boundaries[schedule[pending_index]]

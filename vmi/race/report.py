@@ -37,6 +37,8 @@ class PathReport:
     depth: int
     outcomes: list[Outcome] = field(factory=list)
     searched: bool = False  # outcomes came from a hypothesis search, not a sweep
+    #: the invariant whose counterexample is shown and saved (None: any)
+    focus: str | None = None
 
     @property
     def broken(self) -> Counter[str]:
@@ -71,7 +73,10 @@ class PathReport:
         return len({o.schedule for o in self.outcomes}) >= every
 
     def counterexample(self) -> Outcome | None:
-        failing = [o for o in self.outcomes if not o.ok]
+        """The smallest failing schedule (fewest interrupts, earliest boundaries), of
+        those breaking ``focus`` when it is set."""
+        failing = [o for o in self.outcomes if not o.ok
+                   and (self.focus is None or o.invariant == self.focus)]
         if not failing:
             return None
         return min(failing, key=lambda o: (len(o.schedule), o.schedule))
