@@ -99,7 +99,7 @@ def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
             save: str | None,
             as_json: bool) -> None:
     """Sweep interrupt arrival over kernel paths and check the invariants."""
-    from vmi.race.explorer import Config, ScenarioError, prepare
+    from vmi.race.explorer import Config, PathNotReached, ScenarioError, prepare
     from vmi.race.jobs import Interrupted, JobError, JournalError
     from vmi.system import SystemError_, check_config
 
@@ -127,9 +127,16 @@ def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
         _check_plot(plot)
     began = time.perf_counter()
     try:
-        scenarios = [prepare(Config(mode=mode, policy=policy, macros=macros, path=name,
-                                    cpus=cpus, seed=seed, vector=vector, horizon=horizon))
-                     for name in paths]
+        scenarios, unreached = [], []
+        for name in paths:  # a path the kernel never reaches is reported, not fatal
+            try:
+                scenarios.append(prepare(Config(mode=mode, policy=policy, macros=macros,
+                                                path=name, cpus=cpus, seed=seed,
+                                                vector=vector, horizon=horizon)))
+            except PathNotReached as error:
+                unreached.append({"path": name, "reason": str(error)})
+        if not scenarios:
+            raise UserError("; ".join(u["reason"] for u in unreached))
         swept = time.perf_counter()
         if examples is not None:
             reports, digest, runner = _search(scenarios, depth, examples), None, "search"
@@ -147,7 +154,7 @@ def command(mode: str, policy: str, macros: str | None, path: str, depth: int,
     for report in reports:
         report.focus = focus
     finished = time.perf_counter()
-    result = _result(reports, finished - began, finished - swept, digest, runner)
+    result = _result(reports, finished - began, finished - swept, digest, runner, unreached)
     # The paths were checked before the sweep; if writing still fails (a full disk),
     # the report is printed all the same and the failure is the last line.
     failures: list[UserError] = []
@@ -251,9 +258,9 @@ def _progress_bar(total: int) -> Any:
 
 
 def _result(reports: list[Any], seconds: float, sweep_seconds: float, digest: str | None,
-            runner: str) -> dict[str, Any]:
+            runner: str, unreached: list[dict[str, str]]) -> dict[str, Any]:
     schedules = sum(len(r.outcomes) for r in reports)
-    broken = any(r.broken for r in reports)
+    broken = any(r.broken for r in reports) or bool(unreached)
     return {
         "complete": all(r.complete for r in reports),
         "tried_boundaries": sum(sum(r.tried()) for r in reports),
@@ -266,6 +273,7 @@ def _result(reports: list[Any], seconds: float, sweep_seconds: float, digest: st
         "schedules_per_second": round(schedules / sweep_seconds, 1) if sweep_seconds else None,
         "report_hash": digest,
         "broken": sorted({name for r in reports for name in r.broken}),
+        "unreached": unreached,
         "exit_status": 1 if broken else 0,
     }
 
@@ -313,6 +321,8 @@ def _print(reports: list[Any], result: dict[str, Any], *, brief: bool,
     for report in reports:
         for line in render(report, verbose=not brief):
             click.echo(line)
+    for path in result["unreached"]:
+        click.echo(f"path {path['path']}: not explored: {path['reason']}")
     click.echo(legend(untried=not result["complete"]))
     rate = result["schedules_per_second"]
     explored = (f"explored {result['explored_boundaries']} boundaries" if result["complete"]
@@ -324,10 +334,15 @@ def _print(reports: list[Any], result: dict[str, Any], *, brief: bool,
         click.echo(f"report hash {result['report_hash'][:16]}")
     if plotted:
         click.echo(f"race map drawn to {plotted}")
+    if result["unreached"]:
+        click.echo(f"paths not reached: {', '.join(u['path'] for u in result['unreached'])} "
+                   "(the kernel never got there: a hang or a crash on the way)")
     if result["broken"]:
         click.echo(f"invariants broken: {', '.join(result['broken'])}")
         if saved:
             click.echo(f"counterexample saved to {saved}: python -m vmi debug --replay {saved}")
+    elif result["unreached"]:
+        pass
     elif result["complete"]:
         click.echo("every invariant held")
     else:  # a search that did not try everything proves nothing

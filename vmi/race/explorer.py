@@ -49,6 +49,11 @@ class ScenarioError(Exception):
     """The path's start was never reached (a kernel or configuration problem)."""
 
 
+class PathNotReached(ScenarioError):
+    """The kernel never got to the path (or through it) in this configuration: a
+    hang or a crash on the way, which ``vmi race`` reports instead of a verdict."""
+
+
 @frozen
 class Config:
     """Everything that decides what a sweep explores (and a journal must match)."""
@@ -351,11 +356,11 @@ def prepare(config: Config) -> Scenario:
             user_thread = (machine.memory.read32(tss_esp0) - 1) & -THREAD_SIZE
         machine.step()
     else:
-        raise ScenarioError(f"{config.label()}: the {config.path} path's start "
+        raise PathNotReached(f"{config.label()}: the {config.path} path's start "
                             f"({spec.describe}) was not reached in {BOOT_BUDGET:,} steps")
     if from_user:
         if user_step is None:
-            raise ScenarioError(f"{config.label()}: no user-mode boundary before the "
+            raise PathNotReached(f"{config.label()}: no user-mode boundary before the "
                                 f"{config.path} path's start")
         machine.restore(booted)
         if monitor is not None:
@@ -416,7 +421,7 @@ def _trace_path(scenario: Scenario) -> list[Boundary]:
                 break
             machine.step()
         else:
-            raise ScenarioError(f"{scenario.config.label()}: the {scenario.config.path} "
+            raise PathNotReached(f"{scenario.config.label()}: the {scenario.config.path} "
                                 f"path's start is not reached from user mode within "
                                 f"{BRANCH_BUDGET} steps")
     end = scenario.spec.ender(scenario.system.symbols, cpu, machine)
@@ -438,7 +443,7 @@ def _trace_path(scenario: Scenario) -> list[Boundary]:
         if end(cpu):
             return out
         machine.step()
-    raise ScenarioError(f"{scenario.config.label()}: the {scenario.config.path} path did "
+    raise PathNotReached(f"{scenario.config.label()}: the {scenario.config.path} path did "
                         f"not end within {BRANCH_BUDGET} steps")
 
 
