@@ -21,8 +21,7 @@ from typing import Any
 import click
 
 from vmi.commands import UsageLine, UserError, check_output
-from vmi.race.explorer import MAX_DEPTH
-from vmi.race.invariants import INVARIANTS
+from vmi.race.names import INVARIANTS, MAX_DEPTH
 from vmi.system import MODES, POLICIES
 
 PATH_CHOICES = ("iret", "sysexit", "spinlock", "iret16", "all")

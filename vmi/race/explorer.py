@@ -28,6 +28,7 @@ from attrs import define, field, frozen
 
 from vmi.race.invariants import Checker, Violation
 from vmi.race.kernel import CONSOLE_VECTOR, PAGE_OFFSET, THREAD_SIZE, TSS_ESP0, KernelView
+from vmi.race.names import MAX_DEPTH
 from vmi.race.paths import PATHS, PathSpec
 
 #: Steps a branch may run past the start before it is cut off.
@@ -448,9 +449,6 @@ def _trace_path(scenario: Scenario) -> list[Boundary]:
 
 
 # -- sweeps ----------------------------------------------------------------------------------
-#: The deepest exhaustive sweep: n**depth schedules for a path of n boundaries
-#: (a 49-boundary path: 2,401 at depth 2, 117,649 at depth 3).
-MAX_DEPTH = 3
 
 
 def schedules(scenario: Scenario, depth: int) -> list[tuple[int, ...]]:

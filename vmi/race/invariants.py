@@ -66,9 +66,9 @@ from attrs import define, field, frozen
 from vmi.cpu.paging import peek_linear
 from vmi.machine import MachineStopped
 from vmi.race.kernel import KernelView
+from vmi.race.names import INVARIANTS
 
-INVARIANTS = ("lost-work", "nesting", "exactly-once", "integrity", "mutual-exclusion",
-              "spin-irq", "liveness", "transparency")
+__all__ = ["INVARIANTS", "Checker", "Violation"]
 #: User-mode instructions that may retire while an interrupt is pending: none, as
 #: natively (an interrupt pending at a user boundary, with IF on, is taken there).
 PENDING_BOUND = 0
