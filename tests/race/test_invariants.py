@@ -266,3 +266,41 @@ def test_transparency_when_user_mode_sees_what_native_never_shows():
     assert "user stack" in violation.detail
     # untouched, the same branch is one of the native outcomes
     assert sc.run_branch(()).ok
+
+
+def test_mutual_exclusion_when_a_cpu_tries_a_lock_it_holds():
+    """A CPU that tries a lock it holds itself spins forever: a deadlock."""
+    sc = scenario(mode="native", path="spinlock")
+    lock = sc.system.symbols["work_lock"]
+    memory = sc.system.machine.memory
+    site, register = next(iter(sc.view.try_sites.items()))
+    done = []
+
+    def poke(sc: Any, step: int) -> None:
+        cpu = sc.cpu
+        if not done and memory.read8(lock - PAGE_OFFSET) == 0 and cpu.eip not in (
+                sc.view.try_sites):  # held: send the holder back to try it again
+            cpu.eip = site
+            cpu.r[register] = lock
+            done.append(step)
+    found = run_with(sc, poke, limit=400)
+    assert done and found is not None and found.invariant == "mutual-exclusion"
+    assert "which it holds itself" in found.detail
+
+
+def test_lost_work_when_signal_work_runs_on_a_kernel_frame():
+    sc = scenario(mode="native", path="iret")
+    sc.restore()
+    checker = Checker(sc.view, single_cpu=True)
+    machine, cpu = sc.system.machine, sc.cpu
+    for lead in range(-sc.lead_in, 0):
+        checker.step(machine, lead)
+    # call do_notify_resume by hand on a frame whose CS is the kernel's
+    frame = cpu.r[4]
+    cs = machine.memory.read32(frame + 0x2C - PAGE_OFFSET)
+    machine.memory.write32(frame + 0x2C - PAGE_OFFSET, cs & ~3)
+    cpu.r[0] = frame
+    cpu.eip = sc.view.do_notify_resume
+    found = checker.after_step(cpu, cpu.eip, "instruction")
+    assert found is not None and found.invariant == "lost-work"
+    assert "kernel frame" in found.detail

@@ -6,7 +6,9 @@ kernel keeps only if its IRET race is handled (docs/race.md):
 ``lost-work``
     Control never reaches a user-mode instruction while the current task has TIF
     work (need_resched, sigpending) unless an interrupt is already pending that
-    will see it. Natively interrupts are off from the last work check
+    will see it; and signal work is handled only on a frame that returns to user
+    mode (``do_notify_resume`` on a kernel frame would build a signal frame over
+    kernel state). Natively interrupts are off from the last work check
     (``resume_userspace``'s CLI) to the IRET, so work raised by an interrupt is
     seen by that interrupt's own return to user mode. Checked with one CPU (this
     kernel sends no IPI when it signals a task running on another CPU).
@@ -29,7 +31,8 @@ kernel keeps only if its IRET race is handled (docs/race.md):
     ESI, EDI and ESP after ``sysenter`` (the vsyscall stub restores the others).
 ``mutual-exclusion``
     A spinlock is acquired (its ``lock decb`` leaves 0) only while no other CPU
-    holds it, and released only by the CPU holding it.
+    holds it, released only by the CPU holding it, and never tried by the CPU that
+    holds it (a deadlock).
 ``spin-irq``
     While a CPU spins on a held lock, its (virtual) interrupt flag is on exactly
     when the flags the caller saved had it on (the seed's spin_lock_flags); and no
@@ -82,6 +85,7 @@ ARITH = 0x8D5  # CF PF AF ZF SF OF
 STACK_WORDS = 4
 ESP, EAX, ECX, EDX, EBX, EBP, ESI, EDI = 4, 0, 1, 2, 3, 5, 6, 7
 ORIG_EAX = 0x24  # pt_regs: where an interrupt's ~vector sits above SAVE_ALL's registers
+PT_CS = 0x2C  # pt_regs: the CS the frame returns to
 M32 = 0xFFFFFFFF
 
 
@@ -264,6 +268,12 @@ class Checker:
             found = self._interrupt_entry(cpu)
             if found:
                 return found
+        elif eip == view.do_notify_resume:
+            cs = view.read32((cpu.r[EAX] + PT_CS) & M32)  # its argument: the pt_regs
+            if cs & 3 != 3:
+                return self._violation("lost-work", cpu, (
+                    f"signal work handled on a kernel frame (CS {cs & 0xFFFF:#x}): a "
+                    "signal frame built over kernel state"))
         elif eip == view.ret_from_intr:
             vector = self._in_handler.pop((cpu.index, (esp + ORIG_EAX) & M32), None)
             if vector is not None:
@@ -335,12 +345,18 @@ class Checker:
         register = view.try_sites.get(eip)
         if register is not None:
             lock = cpu.r[register]
-            if lock in view.lock_addresses and view.memory.read8(lock - 0xC0000000) == 0:
-                other = self.holder.get(lock)
+            if lock not in view.lock_addresses:
+                return None
+            other = self.holder.get(lock)
+            if view.memory.read8(lock - 0xC0000000) == 0:
                 if other is not None and other != cpu.index:
                     return self._violation("mutual-exclusion", cpu, (
                         f"{view.lock_addresses[lock]} acquired while cpu{other} holds it"))
                 self.holder[lock] = cpu.index
+            elif other == cpu.index:  # the try failed on a lock this CPU holds itself
+                return self._violation("mutual-exclusion", cpu, (
+                    f"cpu{cpu.index} tries {view.lock_addresses[lock]}, which it holds "
+                    "itself: a deadlock"))
             return None
         register = view.release_sites.get(eip)
         if register is not None:

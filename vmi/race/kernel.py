@@ -77,6 +77,8 @@ class KernelView:
         self.common_interrupt = self.symbols["common_interrupt"]
         #: where the C handler of an external interrupt has returned (its work done)
         self.ret_from_intr = self.symbols["ret_from_intr"]
+        #: where signal work is handled, on the pt_regs its first argument (EAX) names
+        self.do_notify_resume = self.symbols["do_notify_resume"]
         self.failure_counters = tuple(self.symbols[name] for name in FAILURE_COUNTERS)
         self.system_call = self.symbols["system_call"]
         self.sysenter_entry = self.symbols["sysenter_entry"]
