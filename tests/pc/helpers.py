@@ -33,3 +33,11 @@ class Lines:
 def through_json(state: dict) -> dict:
     """The state as a snapshot file would carry it."""
     return json.loads(json.dumps(state))
+
+
+def fields(device) -> dict:
+    """Every attrs field of ``device`` but the injected callables (the wiring)."""
+    import attrs
+
+    return {f.name: getattr(device, f.name) for f in attrs.fields(type(device))
+            if not callable(getattr(device, f.name))}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pc.helpers import Lines, through_json
+from tests.pc.helpers import Lines, fields, through_json
 from vmi.pc import ide as I
 from vmi.pc.ide import Disk, DiskError, IdeChannel
 
@@ -286,6 +286,8 @@ def test_state_round_trip_mid_transfer():
     ch2, _ = channel(Disk.of(base))
     ch2.set_state(through_json(ch.state()))
     assert ch2.state() == ch.state()
+    assert {k: v for k, v in fields(ch2).items() if k != "disks"} == \
+        {k: v for k, v in fields(ch).items() if k != "disks"}
     rest = insl(ch, 284)
     assert insl(ch2, 284) == rest
     assert first + rest == b"\x42" * 512 + base[512:1536]

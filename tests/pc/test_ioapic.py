@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.pc.helpers import through_json
+from tests.pc.helpers import fields, through_json
 from vmi.pc import ioapic as IO
 from vmi.pc.ioapic import IoApic
 from vmi.pc.lapic import ApicBus, LocalApic
@@ -163,6 +163,6 @@ def test_state_round_trip():
     io.write(IO.IOREGSEL, 4, 0x17)
     io2 = IoApic()
     io2.set_state(through_json(io.state()))
-    assert io2.state() == io.state()
+    assert io2.state() == io.state() and fields(io2) == fields(io)
     assert io2.redirection(3) == io.redirection(3)
     assert io2.peek(IO.IOWIN, 4) == io.peek(IO.IOWIN, 4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pc.helpers import Clock, through_json
+from tests.pc.helpers import Clock, fields, through_json
 from vmi.pc import lapic as L
 from vmi.pc.lapic import ApicBus, LocalApic
 
@@ -431,5 +431,7 @@ def test_state_round_trip():
         assert b.peek(reg, 4, 0) == a.peek(reg, 4, 0), hex(reg)
     assert b.next_event() == a.next_event() == 700
     assert b.state() == a.state()
+    assert {k: v for k, v in fields(b).items() if k != "bus"} == \
+        {k: v for k, v in fields(a).items() if k != "bus"}
     with pytest.raises(ValueError, match="2 local APICs, this machine 1"):
         machine(1)[0].set_state(saved)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.pc.helpers import through_json
+from tests.pc.helpers import fields, through_json
 from vmi.pc.pic8259 import PicPair
 
 
@@ -200,5 +200,6 @@ def test_state_round_trip():
     p2 = PicPair()
     p2.set_state(through_json(p.state()))
     assert p2.state() == p.state()
+    assert fields(p2.master) == fields(p.master) and fields(p2.slave) == fields(p.slave)
     assert p2.read_port(0x20, 1) == p.read_port(0x20, 1)
     assert p2.acknowledge() == p.acknowledge()

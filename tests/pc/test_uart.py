@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.pc.helpers import Lines, through_json
+from tests.pc.helpers import Lines, fields, through_json
 from vmi.pc import uart as U
 from vmi.pc.uart import Uart16550
 
@@ -175,7 +175,7 @@ def test_state_round_trip_keeps_queued_input():
     u.read_port(COM1, 1)
     u2, _, lines2 = uart()
     u2.set_state(through_json(u.state()))
-    assert u2.state() == u.state()
+    assert u2.state() == u.state() and fields(u2) == fields(u)
     got = []
     while u2.read_port(COM1 + 5, 1) & U.LSR_DR:
         got.append(u2.read_port(COM1, 1))
