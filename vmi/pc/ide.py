@@ -3,22 +3,23 @@ with up to two drives, and the disks behind it.
 
 Modelled after ATA/ATAPI-4 (NCITS 317-1998):
 
-* 7.2-7.15, the command block registers: data (16 bits, and 32 bits as two
-  words, so ``rep insl``/``rep outsl`` move a sector in 128 reads), error
-  (read) / features (write), sector count, LBA low/mid/high (sector number,
-  cylinder low/high in CHS mode), device/head (bit 6 LBA, bit 4 the drive),
-  status (read: BSY, DRDY, DF, DSC, DRQ, ERR; reading it clears a pending
-  interrupt) / command (write); and the control block at 0x3F6: alternate
-  status (read, no side effect) / device control (write: nIEN, SRST).
-* Commands: IDENTIFY DEVICE (0xEC, 8.12), READ SECTORS (0x20/0x21, 8.27),
-  WRITE SECTORS (0x30/0x31, 8.45), READ/WRITE MULTIPLE (0xC4/0xC5) with SET
-  MULTIPLE MODE (0xC6), READ VERIFY (0x40/0x41), and the housekeeping ones a
+* Clause 7 (register descriptions), the command block registers: data (16
+  bits, and 32 bits as two words, so ``rep insl``/``rep outsl`` move a sector
+  in 128 reads), error (read) / features (write), sector count, LBA
+  low/mid/high (sector number, cylinder low/high in CHS mode), device/head
+  (bit 6 LBA, bit 4 the drive), status (read: BSY, DRDY, DF, DSC, DRQ, ERR;
+  reading it clears a pending interrupt) / command (write); and the control
+  block at 0x3F6: alternate status (read, no side effect) / device control
+  (write: nIEN, SRST).
+* Clause 8 (command descriptions): IDENTIFY DEVICE (0xEC), READ SECTORS
+  (0x20/0x21), WRITE SECTORS (0x30/0x31), READ/WRITE MULTIPLE (0xC4/0xC5)
+  with SET MULTIPLE MODE (0xC6), READ VERIFY (0x40/0x41), and the housekeeping ones a
   driver sends (FLUSH CACHE 0xE7, SET FEATURES 0xEF, INITIALIZE DEVICE
   PARAMETERS 0x91, RECALIBRATE 0x1x, the power commands 0xE0-0xE5) completing
   at once; any other command aborts (ERR, error ABRT). LBA28 and CHS
   addressing; a sector count of 0 means 256; a sector past the end of the disk
   fails with IDNF.
-* The PIO protocols (9.5 PIO data-in, 9.6 PIO data-out): for reads, each
+* Clause 9's PIO data-in and PIO data-out protocols: for reads, each
   sector (or block, for READ MULTIPLE) is ready with DRQ and an interrupt; for
   writes, DRQ asks for the first sector without an interrupt, and each sector
   written is followed by an interrupt (with DRQ again while more remain).
@@ -158,7 +159,7 @@ def _ata_string(text: str, words: int) -> list[int]:
 
 
 def identify_words(disk: Disk, multiple: int) -> list[int]:
-    """IDENTIFY DEVICE data (ATA/ATAPI-4 8.12, Table 11) for ``disk``."""
+    """IDENTIFY DEVICE data (ATA/ATAPI-4, IDENTIFY DEVICE) for ``disk``."""
     total = min(disk.sectors, (1 << 28) - 1)
     cylinders = min(max(total // (HEADS * SECTORS_PER_TRACK), 1), 16383)
     chs = cylinders * HEADS * SECTORS_PER_TRACK
@@ -191,7 +192,7 @@ class IdeChannel:
     disks: list[Disk | None] = field(factory=lambda: [None, None])
     irq: IrqLine = no_irq
     line: int = 14
-    # The command block registers; both drives latch every write (ATA-4 7.1).
+    # The command block registers; both drives latch every write (ATA-4 clause 7).
     features: int = 0
     count: int = 0
     lba_low: int = 0
@@ -257,7 +258,7 @@ class IdeChannel:
         if port == LBA_HIGH:
             return self.lba_high
         if port == DEVICE:
-            return self.device | 0xA0  # bits 7 and 5 read as one (obsolete, ATA-4 7.8)
+            return self.device | 0xA0  # bits 7 and 5 read as one (obsolete in ATA-4)
         return 0xFF
 
     def read_port(self, port: int, size: int) -> int:
@@ -297,7 +298,7 @@ class IdeChannel:
             self._update()
 
     def _reset(self) -> None:
-        """Software reset (ATA-4 9.3): both drives idle with their signature."""
+        """Software reset (ATA-4 clause 9): both drives idle with their signature."""
         self.status = [DRDY | DSC, DRDY | DSC]
         self.error = [1, 1]  # diagnostic code: no error
         self.count, self.lba_low, self.lba_mid, self.lba_high = 1, 1, 0, 0
@@ -378,7 +379,7 @@ class IdeChannel:
             self._load_block(disk)
             self._interrupt()
         else:
-            # PIO data-out: DRQ for the first block, no interrupt before it (9.6).
+            # PIO data-out: DRQ for the first block, no interrupt before it.
             self.buffer = bytearray(SECTOR * min(self.block, count))
             self.status[self.drive] |= DRQ
 

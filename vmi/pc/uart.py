@@ -1,7 +1,7 @@
 """The 16550A UART (COM1 at 0x3F8-0x3FF, IRQ 4).
 
 Modelled after the National Semiconductor PC16550D datasheet, section 8
-("Registers"), Table II:
+("Registers") and its register summary table:
 
 * 0: RBR (read) / THR (write), or the divisor latch low byte when LCR.DLAB=1;
   1: IER, or the divisor latch high byte when DLAB=1; 2: IIR (read) / FCR
@@ -10,7 +10,7 @@ Modelled after the National Semiconductor PC16550D datasheet, section 8
   ``output(byte)`` at once, so LSR.THRE and LSR.TEMT always read 1 (xv6's
   uartputc polls THRE) and the THR-empty interrupt (IER bit 1) is raised again
   after every write, cleared by the write or by reading IIR while it is the
-  reason shown (8.6, Table IV).
+  reason shown (Table IV, "Interrupt Control Functions").
 * Reception: bytes given to :meth:`Uart16550.feed` wait in an input queue (the
   line: the typist, never lost) and move into the receiver (one byte holding
   register, or the 16-byte FIFO when FCR bit 0 enables it) as room appears.
@@ -22,7 +22,7 @@ Modelled after the National Semiconductor PC16550D datasheet, section 8
   level)``, following "an interrupt is pending" (QEMU's behaviour: MCR.OUT2 does
   not gate it, which xv6 relies on: it leaves MCR 0).
 * Loopback (MCR bit 4): transmitted bytes come back to the receiver, and MSR's
-  upper bits reflect MCR's outputs (8.7).
+  upper bits reflect MCR's outputs (the MCR's loop bit).
 
 Not modelled: baud-rate timing (the divisor is stored), parity/framing/overrun
 and break errors (LSR bits 1-4 stay 0), the transmitter FIFO.
