@@ -126,6 +126,16 @@ def test_memory_size_bytes():
     assert read(small, 0x30) | read(small, 0x31) << 8 == 7 * 1024
 
 
+def test_wall_clock_from_the_cycle_counter():
+    cycles = [0]
+    c = Cmos(now=R.wall_clock(lambda: cycles[0], hz=1000, epoch=WHEN))
+    assert read(c, R.SECONDS) == 0x09
+    cycles[0] = 2999
+    assert read(c, R.SECONDS) == 0x11
+    cycles[0] = 3000
+    assert read(c, R.SECONDS) == 0x12
+
+
 def test_default_clock_is_repeatable():
     assert read(Cmos(), R.YEAR) == 0x00 and read(Cmos(), R.CENTURY) == 0x20
 

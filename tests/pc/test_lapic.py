@@ -65,6 +65,12 @@ def test_software_disabled_apic_keeps_lvt_masked():
     assert a.read(L.LVT_TIMER, 4) & L.LVT_MASKED
 
 
+def test_software_disabled_apic_still_accepts_fixed_interrupts():
+    a = LocalApic()  # SVR 0xFF after reset: disabled
+    a.accept(0x40)
+    assert a.irr == 1 << 0x40 and a.pending_vector() == 0x40
+
+
 def test_lvt_read_only_bits_ignore_writes():
     a = enabled(LocalApic())
     a.write(L.LVT_LINT0, 4, 0xFFFF_FFFF)

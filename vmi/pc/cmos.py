@@ -47,6 +47,13 @@ def _y2k() -> float:
     return Y2K
 
 
+def wall_clock(cycles: Callable[[], int], hz: int, epoch: float = Y2K) -> Callable[[], float]:
+    """A ``now()`` for :class:`Cmos` from the machine's cycle counter: ``epoch``
+    (seconds since 1970) at cycle 0, ``hz`` cycles a second. A run then reads
+    the same times every time, whatever the host's clock says."""
+    return lambda: epoch + cycles() / hz
+
+
 def _bcd(value: int) -> int:
     return (value // 10) << 4 | value % 10
 
