@@ -114,7 +114,7 @@ class Disk:
             data = self.base[lba * SECTOR:(lba + 1) * SECTOR]
         return data
 
-    def write_sector(self, lba: int, data: bytes) -> None:
+    def write_sector(self, lba: int, data: bytes | bytearray) -> None:
         self.writes += 1
         self.overlay[lba] = bytes(data)
 
