@@ -1080,8 +1080,9 @@ class VMIMonitor:
         current stack and JMP pushes nothing. The routine runs at ring 1 with CS
         RPL 1; its far RET to ring 3 is the processor's own."""
         if gate.type != SYS_CALL_GATE32:
-            raise MonitorRefusal(f"cpu{cpu.index}: far {insn.mnemonic[1:]} through the "
-                                 f"16-bit call gate {selector:#x} of the guest")
+            raise MonitorRefusal(f"far {insn.mnemonic[1:]} at {cpu.eip:#010x} through the "
+                                 f"guest's 16-bit call gate {selector:#x} (not supported "
+                                 "under the monitor)")
         target = gates.gate_selector(gate)
         offset = gates.gate_offset(gate)
         count = gates.gate_count(gate)
@@ -1100,7 +1101,7 @@ class VMIMonitor:
         if not code.present:
             raise CPUException(NP, selector_error(target), f"not present: {describe(code)}")
         if code.dpl != 0 or code.conforming:
-            raise MonitorRefusal(f"cpu{cpu.index}: call gate {selector:#x} leads to "
+            raise MonitorRefusal(f"the guest's call gate {selector:#x} leads to "
                                  f"{describe(code)}, not the guest kernel's ring-0 code")
         handler_cs = (target & 0xFFFC) | 1
         cs_desc = fetch_descriptor(cpu, handler_cs)
