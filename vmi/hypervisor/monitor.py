@@ -17,6 +17,10 @@ the real IF always 1, as the 32-bit hypervisors of 2006 did, behind the ROM of
   EFLAGS with the virtual IF in bit 9, ESP/SS from ring 3, error code) on the guest
   kernel stack (esp0 read from the guest's TSS at that moment) and entering the
   handler at ring 1; an interrupt gate clears the virtual IF.
+* **Task gates and call gates** of the guest: an event whose guest IDT entry is
+  a task gate (the bundled kernel's #DF) is switched by the monitor on the guest's
+  TSSs and GDT; a far CALL or JMP through a guest call gate (shadowed not
+  present, so it faults here) is performed by the monitor at ring 1.
 * **Virtual IF**: a word in the shared page. An interrupt that arrives while it is 0
   becomes pending (in memory, with a flag the ROM tests); the ROM's Enable,
   SetInterruptMask, IRET and SYSEXIT take pending events through hypercalls, and
