@@ -75,8 +75,8 @@ TSS32_LDT, TSS32_IOMAP = 96, 102
 
 class UnsupportedSystemFeature(NotImplementedError):
     """A guest asked for a processor feature this model refuses rather than fakes
-    (the VMI monitor refuses a task gate in a guest's IDT with it; its own
-    refusals, ``vmi.hypervisor.errors.MonitorRefusal``, are a subclass). The
+    (the VMI monitor's own refusals, ``vmi.hypervisor.errors.MonitorRefusal``,
+    are a subclass). The
     message names the feature and the selector or vector that asked for it."""
 
 

@@ -44,8 +44,9 @@ PROGRAM_SLOT = 0x1_0000
 #: The kernel's limits (kernel/defs.S: NR_CPUS, NR_TASKS).
 MAX_CPUS = 4
 MAX_TASKS = 16
-#: The user programs in vmi/guest/user/ (besides lib.S and vsyscall.S).
-PROGRAMS = ("syscalls", "locker", "fpu", "stack16")
+#: The user programs in vmi/guest/user/ (besides lib.S and vsyscall.S). ``callgate``
+#: is not in the default workload (``loader.DEFAULT_WORKLOAD``); tests boot it.
+PROGRAMS = ("syscalls", "locker", "fpu", "stack16", "callgate")
 
 
 @frozen

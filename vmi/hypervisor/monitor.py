@@ -17,6 +17,10 @@ the real IF always 1, as the 32-bit hypervisors of 2006 did, behind the ROM of
   EFLAGS with the virtual IF in bit 9, ESP/SS from ring 3, error code) on the guest
   kernel stack (esp0 read from the guest's TSS at that moment) and entering the
   handler at ring 1; an interrupt gate clears the virtual IF.
+* **Task gates and call gates** of the guest: an event whose guest IDT entry is
+  a task gate (the bundled kernel's #DF) is switched by the monitor on the guest's
+  TSSs and GDT; a far CALL or JMP through a guest call gate (shadowed not
+  present, so it faults here) is performed by the monitor at ring 1.
 * **Virtual IF**: a word in the shared page. An interrupt that arrives while it is 0
   becomes pending (in memory, with a flag the ROM tests); the ROM's Enable,
   SetInterruptMask, IRET and SYSEXIT take pending events through hypercalls, and
@@ -44,10 +48,14 @@ import attrs
 from attrs import define, field
 
 from vmi.cpu import flags as fl
-from vmi.cpu import iobitmap, paging, protected
+from vmi.cpu import gates, iobitmap, paging, protected, tasks
 from vmi.cpu.descriptors import (
+    ATTR_UNUSABLE,
+    SYS_CALL_GATE16,
+    SYS_CALL_GATE32,
+    SYS_LDT,
+    SYS_TSS32_AVAILABLE,
     SegmentDescriptor,
-    UnsupportedSystemFeature,
     cache_of,
     describe,
     fetch_descriptor,
@@ -332,6 +340,9 @@ class VMIMonitor:
             if self.rebuild_gdt(cpu, vcpu):  # a descriptor the guest changed: retry
                 self._exit(cpu, "shadow")
                 return
+        if vector == NP and not is_software(exc) and self._try_call_gate(cpu, vcpu, exc):
+            self._resume(cpu, vcpu)
+            return
         self._exit(cpu, "trap")
         self._reflect(cpu, vcpu, exc)
         self._resume(cpu, vcpu)
@@ -783,7 +794,8 @@ class VMIMonitor:
             raise CPUException(GP, idt_error(vector, ext), f"vector {vector:#x} beyond the "
                                f"guest IDT limit {vcpu.idt_limit:#x}")
         if gate.kind == "task":
-            raise UnsupportedSystemFeature(f"guest IDT entry {vector:#x} is a task gate")
+            raise MonitorRefusal(f"guest IDT entry {vector:#x} is a task gate, taken where "
+                                 "the monitor delivers on a frame (a ROM window)")
         if gate.kind == "invalid":
             raise CPUException(GP, idt_error(vector, ext),
                                f"guest IDT entry {vector:#x} has type {gate.type}")
@@ -819,6 +831,10 @@ class VMIMonitor:
         ring 1 (SDM Vol.3A §6.12.1, Figure 6-4; reference §5 fact 6): from ring 3 the
         stack is the guest TSS's ss0:esp0, read now (Linux writes tss.esp0 with a plain
         store at each context switch); the EFLAGS image carries the virtual IF."""
+        gate = self._guest_gate(cpu, vcpu, vector)
+        if gate is not None and gate.kind == "task":
+            self._task_gate(cpu, vcpu, vector, gate, error_code, software, ext)
+            return
         gate, handler_cs = self._handler_of(cpu, vcpu, vector, software, ext)
         from_user = cpu.cpl == 3
         values: list[int] = []
@@ -895,6 +911,258 @@ class VMIMonitor:
         vcpu.halted_cli = 0
         cpu.shadow = False
         cpu.halted = False
+        refresh(cpu)
+
+    # -- task gates and call gates: the guest's, carried out by the monitor --------------------
+    def _task_gate(self, cpu: Any, vcpu: VirtualCPU, vector: int, gate: Any,
+                   error_code: int | None, software: bool, ext: int) -> None:
+        """Deliver ``vector`` through a task gate of the guest's IDT (Linux 2.6.16's #DF:
+        doublefault.c) by doing the task switch on the guest's behalf: the real
+        processor cannot, because the new task's CS and SS have RPL 0 while their
+        shadow descriptors have DPL 1 (SDM Vol.3A Table 7-1: #TS), and the TSS, the
+        GDT and CR3 it would use are the guest's, not the real ones. The steps are
+        those of ``vmi.cpu.tasks.switch_tasks`` for an interrupt (SDM Vol.3A §7.3,
+        Table 7-2), on the guest's tables:
+
+        * the gate: DPL < CPL for INT n -> #GP; not present -> #NP (§6.12.1.1); its
+          TSS selector must name an available, present 32-bit TSS in the guest's
+          GDT (#GP / #NP (TSS selector, EXT)); a 16-bit TSS is refused;
+        * the current state is saved in the guest's current TSS (the virtual TR),
+          with the virtual IF in the EFLAGS image and the selectors as the guest
+          sees them at ring 1 (RPL 1 for its kernel's, as in injected frames);
+        * the new TSS gets the busy bit and the old TR in its link, the new EFLAGS
+          NT; the virtual TR, TS in CR0 (virtual and real), CR3 (through the
+          shadow directory) and the LDT (virtual and real) are the new task's;
+        * the new task's CS and SS of RPL 0 are loaded with RPL 1 (as the handler
+          CS of an interrupt gate), so a ring-0 task of the guest runs at ring 1;
+          the virtual IF takes the new EFLAGS' IF, the real one stays 1;
+        * the error code, if any, is pushed on the new task's stack.
+
+        A fault before the save is the old task's (and escalates as any nested
+        fault of a delivery); one after it is refused: a guest whose double-fault
+        task cannot start has nothing left to run."""
+        guest_cpl = 3 if cpu.cpl == 3 else 0
+        if software and gate.dpl < guest_cpl:
+            raise CPUException(GP, idt_error(vector, 0), f"int {vector:#x} at CPL "
+                               f"{guest_cpl} through a DPL {gate.dpl} task gate")
+        if not gate.present:
+            raise CPUException(NP, idt_error(vector, ext), f"guest IDT entry {vector:#x} "
+                               "(a task gate) not present")
+        selector = gate.selector
+        what = f"vector {vector:#x} through the guest's task gate"
+        desc = None if selector & 4 else self.guest_descriptor(cpu, vcpu, selector)
+        if desc is None or not tasks.is_tss(desc):
+            raise CPUException(GP, selector_error(selector, ext), f"{what}: TSS selector "
+                               f"{selector:#x} does not name a TSS in the guest's GDT")
+        if tasks.is_busy(desc):
+            raise CPUException(GP, selector_error(selector, ext), f"{what} to a busy TSS: "
+                               f"{describe(desc)}")
+        if not desc.present:
+            raise CPUException(NP, selector_error(selector, ext), f"not present: {describe(desc)}")
+        if desc.type != SYS_TSS32_AVAILABLE:
+            raise MonitorRefusal(f"{what}: a 16-bit TSS ({describe(desc)}) under the monitor")
+        if desc.limit < tasks.MIN_LIMIT[32]:
+            raise CPUException(TS, selector_error(selector, ext), f"new TSS {selector:#x} "
+                               f"limit {desc.limit:#x} below {tasks.MIN_LIMIT[32]:#x}")
+        old_selector, old_base = vcpu.tr_selector, vcpu.tr_base
+        if is_null(old_selector) or vcpu.tr_limit < tasks.SAVE_END[32]:
+            raise CPUException(TS, selector_error(old_selector, ext), f"the guest's current "
+                               f"TSS {old_selector:#x} cannot hold the task it leaves")
+        image = tasks._read_image(cpu, desc.base, 32)
+        if image["eflags"] & fl.VM or image["trap"]:
+            raise MonitorRefusal(f"{what}: a new task in virtual-8086 mode or with the T "
+                                 "bit is not supported under the monitor")
+        tasks._probe_write(cpu, old_base + tasks.TSS32_EIP, tasks.SAVE_END[32] + 1
+                           - tasks.TSS32_EIP)
+        tasks._probe_write(cpu, desc.base, 2)
+        tasks._probe_write(cpu, desc.address + 5, 1)
+        # save the old task, then the link and the busy bit (Table 7-2, interrupt)
+        eflags = (cpu.eflags & ~fl.IF) | (fl.IF if vcpu.interrupts_enabled else 0)
+        tasks._save_state(cpu, old_base, 32, eflags)
+        paging.write_linear(cpu, desc.base, 2, old_selector & 0xFFFF, user=False)
+        paging.write_linear(cpu, (desc.address + 5) & M32, 1,
+                            ((desc.high >> 8) & 0xFF) | 2, user=False)
+        # commit: from here on the new task is current
+        try:
+            self._enter_task(cpu, vcpu, selector, desc, image, error_code)
+        except CPUException as fault:
+            raise MonitorRefusal(f"{what}: the new task faulted while it was loaded "
+                                 f"({fault})") from None
+        self.stats.injected[_vector_name(vector)] += 1
+        self.report(f"cpu{cpu.index}: {_vector_name(vector)} through the guest's task gate: "
+                    f"task switch from TSS {old_selector:#06x} to {selector:#06x}")
+
+    def _enter_task(self, cpu: Any, vcpu: VirtualCPU, selector: int, desc: SegmentDescriptor,
+                    image: dict[str, Any], error_code: int | None) -> None:
+        """The commit of ``_task_gate``: the virtual and real TR, CR0.TS, CR3, LDTR, the
+        registers, EFLAGS and the segments of the new task (RPL 0 -> 1 for CS and
+        SS), and its error code (SDM Vol.3A §7.3 steps 8-10, Table 7-1)."""
+        base, limit, attr = cache_of(desc)
+        vcpu.tr_selector, vcpu.tr_base, vcpu.tr_limit = selector, base, limit
+        self.rebuild_gdt(cpu, vcpu)  # the busy bit the guest's GDT now has
+        cpu.tr[:] = [selector, base, limit, attr | 2]
+        vcpu.set_cr0(vcpu.cr0 | tasks.CR0_TS)
+        cpu.cr[0] |= tasks.CR0_TS
+        cr3 = image["cr3"] & 0xFFFFF018
+        if cr3 != vcpu.cr3:
+            vcpu.cr3 = vcpu.shared_cr3 = cr3
+        self.load_cr3(cpu, vcpu)
+        cpu.dr[7] &= ~tasks.DR7_LOCAL
+        ldt = image["ldt"]
+        if is_null(ldt):
+            vcpu.ldt_selector, vcpu.ldt_base, vcpu.ldt_limit = ldt, 0, 0
+            cpu.ldtr[:] = [ldt, 0, 0, ATTR_UNUSABLE]
+        else:
+            ldt_desc = None if ldt & 4 else self.guest_descriptor(cpu, vcpu, ldt)
+            if ldt_desc is None or ldt_desc.s or ldt_desc.type != SYS_LDT or not ldt_desc.present:
+                raise CPUException(TS, selector_error(ldt, 1), f"new task's LDT {ldt:#x}")
+            ldt_base, ldt_limit, ldt_attr = cache_of(ldt_desc)
+            vcpu.ldt_selector, vcpu.ldt_base, vcpu.ldt_limit = ldt, ldt_base, ldt_limit
+            cpu.ldtr[:] = [ldt, ldt_base, ldt_limit, ldt_attr]
+        for i, value in enumerate(image["regs"]):
+            cpu.r[i] = value & M32
+        cpu.eip = image["eip"] & M32
+        new_eflags = image["eflags"] | fl.NT
+        vcpu.vif = new_eflags & fl.IF
+        vcpu.halted_cli = 0
+        cpu.eflags = (new_eflags & ~(fl.IF | fl.IOPL)) | fl.IF
+        segs = list(image["segs"])
+        for seg in (CS, SS_REG):
+            if segs[seg] & 3 == 0:
+                segs[seg] |= 1  # the guest kernel's ring 0 is ring 1
+        cs_desc = self.guest_descriptor(cpu, vcpu, segs[CS])
+        if cs_desc is None or not cs_desc.is_code or not cs_desc.present:
+            raise CPUException(TS, selector_error(segs[CS], 1), f"new task's CS {segs[CS]:#x}")
+        cpu.cpl = segs[CS] & 3
+        for seg in (SS_REG, DS, ES, FS, GS, CS):
+            self._load_shadow(cpu, seg, segs[seg])
+        cpu.shadow = False
+        cpu.halted = False
+        cpu.mode_changed()
+        refresh(cpu)
+        cpu.code_context_changed()
+        if error_code is not None:
+            esp = (cpu.r[4] - 4) & M32
+            paging.write_linear(cpu, (cpu.seg_base[SS_REG] + esp) & M32, 4, error_code & M32,
+                                user=False)
+            cpu.r[4] = esp
+
+    def _try_call_gate(self, cpu: Any, vcpu: VirtualCPU, exc: CPUException) -> bool:
+        """A far CALL or JMP through a call gate of the guest's GDT. The shadow GDT holds
+        every call gate not present (``shadow.shadow_descriptor``): its target is the
+        guest's code, whose privilege the real processor does not see (a gate to the
+        guest kernel's ring 0 would take the real TSS's ring-1 stack, ss1:esp1, which
+        the guest never set), so the transfer faults with #NP(gate selector) after
+        the gate's DPL and RPL checks, which the processor made (SDM Vol.2 CALL
+        "CALL-GATE": DPL < CPL or DPL < RPL -> #GP first). When the guest's own gate is
+        present the monitor performs the transfer (``_call_gate``) and returns True;
+        otherwise (the guest's gate is absent too, or the fault was not a gate's)
+        False, and the #NP is the guest's."""
+        code = exc.error_code
+        if code is None or code & 7:  # EXT, IDT or TI: not a GDT gate of an instruction
+            return False
+        desc = self.guest_descriptor(cpu, vcpu, code)
+        if desc is None or desc.s or desc.type not in (SYS_CALL_GATE16, SYS_CALL_GATE32):
+            return False
+        if not desc.present:
+            return False
+        try:
+            insn = cpu.fetch(cpu.eip)
+        except (DecodeError, CPUException):
+            return False
+        if insn.mnemonic not in ("lcall", "ljmp"):
+            return False
+        self._exit(cpu, "emulation")
+        self.stats.emulated[f"{insn.mnemonic} (call gate)"] += 1
+        try:
+            self._call_gate(cpu, vcpu, code, desc, insn)
+        except CPUException as fault:
+            self._reflect(cpu, vcpu, fault)
+        return True
+
+    def _call_gate(self, cpu: Any, vcpu: VirtualCPU, selector: int, gate: SegmentDescriptor,
+                   insn: Any) -> None:
+        """The rest of a CALL or JMP through the guest's 32-bit call gate ``gate``
+        (SDM Vol.2 CALL "CALL-GATE", JMP "CALL-GATE"; Vol.3A §5.8.4-§5.8.5), with the
+        checks of ``vmi.cpu.gates`` on the guest's descriptors and at the guest's
+        privilege (ring 0 for its kernel, 3 for user): its code segment must be the
+        guest kernel's (DPL 0, non-conforming; anything else is refused); from user
+        mode, CALL switches to the guest TSS's ss0:esp0 (read now, as for an
+        interrupt), copies the gate's parameter count of dwords and pushes the
+        caller's SS, ESP, CS and EIP; from the kernel, CALL pushes CS and EIP on the
+        current stack and JMP pushes nothing. The routine runs at ring 1 with CS
+        RPL 1; its far RET to ring 3 is the processor's own."""
+        if gate.type != SYS_CALL_GATE32:
+            raise MonitorRefusal(f"far {insn.mnemonic[1:]} at {cpu.eip:#010x} through the "
+                                 f"guest's 16-bit call gate {selector:#x} (not supported "
+                                 "under the monitor)")
+        target = gates.gate_selector(gate)
+        offset = gates.gate_offset(gate)
+        count = gates.gate_count(gate)
+        if is_null(target):
+            raise CPUException(GP, 0, f"call gate {selector:#x} names a null code selector")
+        code = self.guest_descriptor(cpu, vcpu, target)
+        if code is None:
+            raise CPUException(GP, selector_error(target), f"call gate {selector:#x}: code "
+                               f"selector {target:#x} beyond the guest's table")
+        guest_cpl = 3 if cpu.cpl == 3 else 0
+        jump = insn.mnemonic == "ljmp"
+        if not code.is_code or code.dpl > guest_cpl or (
+                jump and not code.conforming and code.dpl != guest_cpl):
+            raise CPUException(GP, selector_error(target), f"call gate {selector:#x}: "
+                               f"{describe(code)} at CPL {guest_cpl}")
+        if not code.present:
+            raise CPUException(NP, selector_error(target), f"not present: {describe(code)}")
+        if code.dpl != 0 or code.conforming:
+            raise MonitorRefusal(f"the guest's call gate {selector:#x} leads to "
+                                 f"{describe(code)}, not the guest kernel's ring-0 code")
+        handler_cs = (target & 0xFFFC) | 1
+        cs_desc = fetch_descriptor(cpu, handler_cs)
+        assert cs_desc is not None
+        if offset > cs_desc.limit:
+            raise CPUException(GP, 0, f"call gate entry {offset:#x} beyond the CS limit")
+        return_eip = insn.next_address & M32
+        if jump:
+            values: list[int] = []
+        elif cpu.cpl == 3:
+            values = [cpu.sreg[SS_REG], cpu.r[4]]
+            values += [int(cpu.rd32(SS_REG, (cpu.r[4] + 4 * i) & M32))
+                       for i in reversed(range(count))]
+            values += [cpu.sreg[CS], return_eip]
+        else:
+            values = [cpu.sreg[CS], return_eip]
+        if cpu.cpl == 3 and not jump:
+            ss0, esp0 = self._guest_stack0(cpu, vcpu, 0)
+            guest_ss = self.guest_descriptor(cpu, vcpu, ss0)
+            if guest_ss is None or not guest_ss.writable or guest_ss.dpl != 0 or ss0 & 3:
+                raise CPUException(TS, selector_error(ss0), f"guest TSS ss0 {ss0:#x} is "
+                                   "not a writable ring-0 data segment")
+            if not guest_ss.present:
+                raise CPUException(SS, selector_error(ss0), f"not present: {describe(guest_ss)}")
+            new_ss = (ss0 & 0xFFFC) | 1
+            ss_desc = fetch_descriptor(cpu, new_ss)
+            assert ss_desc is not None
+            base, limit, attr = cache_of(ss_desc)
+            bits, start, stack_error = (32 if ss_desc.big else 16), esp0, selector_error(ss0)
+        else:
+            new_ss = None
+            base, limit, attr, bits, start = protected.current_stack(cpu)
+            stack_error = 0
+        mask = M32 if bits == 32 else 0xFFFF
+        offsets = [(start - 4 * (i + 1)) & mask for i in range(len(values))]
+        if values and not protected.stack_fits(limit, attr, offsets, 4):
+            raise CPUException(SS, stack_error, "no room for the call gate's frame")
+        for off, value in zip(offsets, values, strict=True):
+            paging.write_linear(cpu, (base + off) & M32, 4, value & M32, user=False)
+        # commit
+        if new_ss is not None:
+            self._load_shadow(cpu, SS_REG, new_ss)
+            cpu.r[4] = offsets[-1] if bits == 32 else (start & ~mask & M32) | offsets[-1]
+        elif values:
+            cpu.r[4] = offsets[-1] if bits == 32 else (cpu.r[4] & ~mask & M32) | offsets[-1]
+        self._load_shadow(cpu, CS, handler_cs)
+        cpu.cpl = 1
+        cpu.eip = offset
         refresh(cpu)
 
     def _deliver_on_frame(self, cpu: Any, vcpu: VirtualCPU, frame: int,

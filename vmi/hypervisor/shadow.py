@@ -39,10 +39,16 @@ def shadow_descriptor(low: int, high: int, limit_end: int = layout.GUEST_LIMIT) 
     """The shadow of one GDT entry (see the module docstring): code and data segments
     of DPL 0 get DPL 1; expand-up code and data segments that reach above
     ``limit_end`` are truncated to end there (a granular limit is rounded down to a
-    whole page). System descriptors (TSS, LDT, gates) and expand-down data segments
+    whole page). Call gates (types 4 and 12) are copied not present: their target is
+    the guest's code, whose privilege the real processor does not see, so a far
+    CALL or JMP through one faults to the monitor (#NP(gate selector), after the
+    gate's own DPL checks), which performs it (``VMIMonitor._try_call_gate``).
+    Other system descriptors (TSS, LDT, task gates) and expand-down data segments
     are copied unchanged."""
     s = high & 0x1000
     if not s:
+        if (high >> 8) & 0xF in (4, 12):
+            high &= ~0x8000  # P = 0
         return low, high
     if (high >> 13) & 3 == 0:
         high |= 1 << 13  # DPL 0 -> 1

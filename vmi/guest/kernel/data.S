@@ -15,6 +15,7 @@ cpus_online:		.long 0
 vmi_rom:		.long 0		# the VMI ROM found by vmi_init (virtual)
 vmi_rom_top:		.long 0		# its published address (header virtual_top)
 vmi_cpus:		.long 0		# CPUs whose Init returned 0
+callgate_value:		.long CALLGATE_VALUE	# what kernel_gate_call returns
 
 	SPINLOCK runqueue_lock
 	SPINLOCK console_spinlock
@@ -35,7 +36,9 @@ gdt_master:
 	.quad 0				# 0x88 LDT
 	.fill 8, 8, 0			# 0x90-0xc8: PnP BIOS, APM BIOS (unused)
 	.quad 0				# 0xd0 __ESPFIX_SS (per CPU)
-	.fill 5, 8, 0			# 0xd8-0xf8
+	.quad 0				# 0xd8 the user call gate (trap_init)
+	.fill 3, 8, 0			# 0xe0-0xf0
+	.quad 0				# 0xf8 double-fault TSS (per CPU)
 
 idt_descr:
 	.word NR_VECTORS * 8 - 1
@@ -69,6 +72,11 @@ msg_check_failed:	.asciz ": user check failed: "
 msg_summary_tasks:	.asciz "vmi guest: all tasks exited: "
 msg_summary_jiffies:	.asciz " tasks, jiffies "
 msg_summary_checks:	.asciz ", checks failed "
+msg_double_fault:	.asciz "double fault on cpu "
+msg_df_eip:		.asciz ": previous task (TSS "
+msg_df_esp:		.asciz ") eip "
+msg_df_stack:		.asciz " esp "
+msg_df_own:		.asciz ", handler esp "
 
 	.bss
 	.p2align 12
@@ -91,6 +99,10 @@ task_structs:		.space TASK_SIZE * NR_TASKS
 cpu_stats:		.space CPU_STATS_SIZE * NR_CPUS
 syscall_counts:		.space 4 * NR_syscalls
 idle_task:		.space 4 * NR_CPUS
+
+	.p2align 7
+doublefault_tss:	.space DOUBLEFAULT_TSS_SIZE * NR_CPUS
+doublefault_stack:	.space DOUBLEFAULT_STACK_SIZE * NR_CPUS
 
 	.p2align 2
 runqueue_head:		.long 0
@@ -117,3 +129,6 @@ ldt_writes:		.long 0
 work_inside:		.long 0
 work_owner:		.long 0
 work_counter:		.long 0
+double_faults:		.long 0		# doublefault_fn runs
+double_fault_esp:	.long 0		# the ESP the last one started with
+callgate_calls:		.long 0		# kernel_gate_call runs

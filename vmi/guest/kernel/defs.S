@@ -26,6 +26,8 @@ GDT_ENTRY_KERNEL_CS	= 12
 GDT_ENTRY_TSS		= 16
 GDT_ENTRY_LDT		= 17
 GDT_ENTRY_ESPFIX_SS	= 26
+GDT_ENTRY_CALL_GATE	= 27		# this kernel's: the user call gate (callgate.S)
+GDT_ENTRY_DOUBLEFAULT_TSS = 31
 GDT_ENTRIES		= 32
 __KERNEL_CS		= 0x60
 __KERNEL_DS		= 0x68
@@ -34,6 +36,8 @@ __USER_DS		= 0x7b
 __TSS			= 0x80
 __LDT			= 0x88
 __ESPFIX_SS		= 0xd0
+__CALL_GATE		= 0xdb		# GDT_ENTRY_CALL_GATE * 8, RPL 3
+__DOUBLEFAULT_TSS	= 0xf8
 LDT_ENTRIES		= 8
 SEGMENT_RPL_MASK	= 3
 USER_RPL		= 3
@@ -216,8 +220,18 @@ NR_VECTORS		= 256
 
 # ---- tss_struct: the hardware TSS, then the scratch stack that SYSENTER_ESP
 # points at the end of (2.6.16 keeps a small stack at the end of tss_struct) --
+TSS_link		= 0
 TSS_esp0		= 4
 TSS_ss0			= 8
+TSS_cr3			= 28
+TSS_eip			= 32
+TSS_eflags		= 36
+TSS_ebx			= 52
+TSS_esp			= 56
+TSS_es			= 72
+TSS_cs			= 76
+TSS_ss			= 80
+TSS_ds			= 84
 TSS_iomap_base		= 102
 TSS_HW_SIZE		= 104
 TSS_STRUCT_SIZE		= 384
@@ -225,6 +239,14 @@ TSS_sysenter_esp0	= TSS_esp0 - TSS_STRUCT_SIZE	# from SYSENTER_ESP to TSS.esp0
 
 # the timer: HZ = 1000 at the PIT's 1.193182 MHz
 DEFAULT_PIT_DIVISOR	= 1193
+
+# ---- the double-fault task (2.6.16 arch/i386/kernel/doublefault.c): one TSS
+# and one small stack per CPU, reached through the task gate of IDT entry 8 --
+DOUBLEFAULT_TSS_SIZE	= 128		# TSS_HW_SIZE, rounded up
+DOUBLEFAULT_STACK_SIZE	= 1024		# doublefault.c: DOUBLEFAULT_STACKSIZE
+
+# what the user call gate's routine returns in EAX (callgate.S checks it)
+CALLGATE_VALUE		= 0x0CA11AB1
 
 # ---- the 16-bit stack used by ldt_ss (reference section 4, 2.6.10-2.6.18) ----
 CPU_16BIT_STACK_SIZE	= 1024

@@ -341,7 +341,6 @@ ENTRY \name
 	TRAP_STUB overflow, do_overflow
 	TRAP_STUB bounds, do_bounds
 	TRAP_STUB invalid_op, do_invalid_op
-	TRAP_STUB double_fault, do_double_fault, 1
 	TRAP_STUB coprocessor_segment_overrun, do_coprocessor_segment_overrun
 	TRAP_STUB invalid_TSS, do_invalid_TSS, 1
 	TRAP_STUB segment_not_present, do_segment_not_present, 1
@@ -374,7 +373,8 @@ device_not_available_emulate:
 
 # ---------------------------------------------------------------------------
 # The IDT's exception entries, vectors 0-19: handler, gate bits (P, DPL,
-# type: 0x8E00 interrupt gate, 0x8F00 trap gate, 0xEF00 DPL-3 trap gate).
+# type: 0x8E00 interrupt gate, 0x8F00 trap gate, 0xEF00 DPL-3 trap gate,
+# 0x8500 task gate: vector 8, whose TSS selector trap_init fills in).
 	.pushsection .data
 	.p2align 2
 exception_table:
@@ -386,7 +386,7 @@ exception_table:
 	.long bounds, 0xEF00
 	.long invalid_op, 0x8F00
 	.long device_not_available, 0x8F00
-	.long double_fault, 0x8E00
+	.long 0, 0x8500			# #DF: a task gate, written by trap_init
 	.long coprocessor_segment_overrun, 0x8F00
 	.long invalid_TSS, 0x8F00
 	.long segment_not_present, 0x8F00

@@ -261,6 +261,32 @@ ENTRY cpu_init
 	shll $5, %ecx
 	orl $0x0092, %ecx
 	call set_descriptor
+	# the double-fault task (2.6.16 doublefault.c): this CPU's TSS with its
+	# own stack, the kernel's page directory, EIP = doublefault_fn and
+	# interrupts off; EBX = this CPU's number, so that the handler finds
+	# its GDT. IDT entry 8 is a task gate to GDT entry 31 (trap_init).
+	imull $DOUBLEFAULT_TSS_SIZE, %ebp, %edi
+	addl $doublefault_tss, %edi		# %edi = this CPU's double-fault TSS
+	leal 1(%ebp), %eax
+	imull $DOUBLEFAULT_STACK_SIZE, %eax, %eax
+	addl $doublefault_stack, %eax		# the top of its stack
+	movl %eax, TSS_esp(%edi)
+	movl %eax, TSS_esp0(%edi)
+	movl $__KERNEL_DS, TSS_ss0(%edi)
+	movl $(swapper_pg_dir - PAGE_OFFSET), TSS_cr3(%edi)
+	movl $doublefault_fn, TSS_eip(%edi)
+	movl $0x2, TSS_eflags(%edi)		# IF clear
+	movl %ebp, TSS_ebx(%edi)
+	movl $__USER_DS, TSS_es(%edi)
+	movl $__KERNEL_CS, TSS_cs(%edi)
+	movl $__KERNEL_DS, TSS_ss(%edi)
+	movl $__USER_DS, TSS_ds(%edi)
+	movw $0x8000, TSS_iomap_base(%edi)
+	movl %edi, %eax
+	leal (GDT_ENTRY_DOUBLEFAULT_TSS * 8)(%ebx), %edi
+	movl $(TSS_HW_SIZE - 1), %edx
+	movl $0x0089, %ecx
+	call set_descriptor
 	# load the GDT and reload every segment register from it
 	subl $8, %esp
 	movw $(GDT_ENTRIES * 8 - 1), 2(%esp)
@@ -359,7 +385,8 @@ ENTRY set_descriptor
 
 # trap_init: the IDT (reference section 5, item 6; section 6). Processor
 # exceptions go through trap gates, except the page fault (an interrupt
-# gate, so CR2 is read before anything can fault again) and NMI/debug;
+# gate, so CR2 is read before anything can fault again) and NMI/debug,
+# and the double fault, which switches to its own task (doublefault_fn);
 # int3, into and bound are callable from user mode; every external vector
 # 0x20..0xFF is an interrupt gate into its stub; int $0x80 is a DPL-3 trap
 # gate (interrupts stay enabled in system calls).
@@ -386,6 +413,23 @@ ENTRY trap_init
 	movl $0xEF00, %ecx			# trap gate, DPL 3
 	movl $SYSCALL_VECTOR, %edx
 	call set_gate
+	# #DF: a task gate (type 5, present, DPL 0) to the double-fault TSS, as
+	# 2.6.16's trap_init does (set_task_gate(8, GDT_ENTRY_DOUBLEFAULT_TSS));
+	# the gate holds only the TSS selector (SDM Vol.3A §6.11, Figure 6-2)
+	movl $(__DOUBLEFAULT_TSS << 16), idt_table + 8 * 8
+	movl $0x8500, idt_table + 8 * 8 + 4
+	# the user call gate in the master GDT: a 32-bit call gate (type 12),
+	# DPL 3, present, no parameters, to kernel_gate_call at __KERNEL_CS
+	# (SDM Vol.3A §5.8.3, Figure 5-8: offset 15:0 | selector << 16, then
+	# offset 31:16 | P | DPL | type | count)
+	movl $kernel_gate_call, %eax
+	movl %eax, %edx
+	andl $0xFFFF, %eax
+	orl $(__KERNEL_CS << 16), %eax
+	movl %eax, gdt_master + GDT_ENTRY_CALL_GATE * 8
+	andl $0xFFFF0000, %edx
+	orl $0xEC00, %edx
+	movl %edx, gdt_master + GDT_ENTRY_CALL_GATE * 8 + 4
 	popl %esi
 	popl %ebx
 	ret

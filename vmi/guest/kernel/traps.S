@@ -26,7 +26,6 @@ ENTRY do_\name
 	DO_TRAP overflow, 4, SIGSEGV
 	DO_TRAP bounds, 5, SIGSEGV
 	DO_TRAP invalid_op, 6, 4
-	DO_TRAP double_fault, 8, SIGSEGV
 	DO_TRAP coprocessor_segment_overrun, 9, SIGFPE
 	DO_TRAP invalid_TSS, 10, SIGSEGV
 	DO_TRAP segment_not_present, 11, 7
@@ -326,3 +325,79 @@ ENTRY setup_x86_bogus_stack
 	popl %esi
 	popl %ebx
 	ret
+
+
+# ---------------------------------------------------------------------------
+# doublefault_fn: the double-fault task (2.6.16 arch/i386/kernel/doublefault.c).
+# IDT entry 8 is a task gate, so a #DF -- a fault while the processor was
+# delivering another one, typically on a kernel stack that is no longer
+# usable -- switches to this CPU's double-fault TSS (cpu_init): its own
+# stack, the kernel's page directory, interrupts off. The processor saved
+# the faulting task's registers in that task's TSS and wrote its selector
+# in our TSS's previous-task link (SDM Vol.3A §7.3, Table 7-2), and pushed
+# the error code (0) on our stack. EBX = this CPU's number (set in the TSS).
+# Like doublefault_fn, report what the previous task was doing and stop:
+# nothing can be resumed. No lock is taken for the console: the task that
+# faulted may hold it.
+ENTRY doublefault_fn
+	movl %esp, double_fault_esp
+	lock incl double_faults
+	movl $msg_double_fault, %eax
+	call put_str
+	movl %ebx, %eax
+	call put_dec
+	movl $msg_df_eip, %eax
+	call put_str
+	# the previous task's TSS: the link field of ours names its descriptor
+	# in this CPU's GDT; the base is spread over the descriptor (§3.4.5)
+	imull $DOUBLEFAULT_TSS_SIZE, %ebx, %esi
+	movzwl doublefault_tss + TSS_link(%esi), %eax
+	pushl %eax
+	call put_hex
+	popl %eax
+	andl $0xFFF8, %eax
+	movl %ebx, %edx
+	shll $8, %edx				# GDT_ENTRIES * 8 bytes per CPU
+	leal cpu_gdt_table(%edx,%eax), %edx
+	movl 4(%edx), %ecx
+	movl (%edx), %esi
+	shrl $16, %esi				# base 15:0
+	movl %ecx, %eax
+	andl $0xFF, %eax
+	shll $16, %eax				# base 23:16
+	orl %eax, %esi
+	andl $0xFF000000, %ecx			# base 31:24
+	orl %ecx, %esi				# %esi = the previous task's TSS
+	movl $msg_df_esp, %eax
+	call put_str
+	movl TSS_eip(%esi), %eax
+	call put_hex
+	movl $msg_df_stack, %eax
+	call put_str
+	movl TSS_esp(%esi), %eax
+	call put_hex
+	movl $msg_df_own, %eax
+	call put_str
+	movl double_fault_esp, %eax
+	call put_hex
+	movl $msg_newline, %eax
+	call put_str
+	lock incl kernel_oopses
+	lock incl checks_failed
+	movl $1, system_halted
+	jmp halt_this_cpu
+
+
+# kernel_gate_call: the routine behind the user call gate __CALL_GATE
+# (GDT entry 27; vmi/guest/user/callgate.S). `lcall $__CALL_GATE, $0` from
+# ring 3 enters here at the kernel's privilege on the task's kernel stack
+# (TSS.ss0:esp0), where the processor pushed the caller's SS, ESP, CS and
+# EIP (SDM Vol.3A §5.8.5, Figure 5-13). Returns callgate_value in EAX and
+# the number of calls so far in EDX, and goes back to ring 3 with a far
+# RET to an outer level (§5.8.6).
+ENTRY kernel_gate_call
+	movl $1, %edx
+	lock xaddl %edx, callgate_calls
+	incl %edx
+	movl callgate_value, %eax
+	lret
