@@ -144,7 +144,7 @@ def test_kernel_backtrace_and_finish_to_user_mode():
     engine.execute("break restore_nocheck")
     engine.execute("continue")
     bt = engine.execute("bt").splitlines()
-    assert bt[0] == "#0  0xc0100740 in restore_nocheck ()"
+    assert bt[0] == f"#0  {engine.system.symbols['restore_nocheck']:#010x} in restore_nocheck ()"
     assert "pt_regs at 0x" in bt[1] and "from cpl 3" in bt[1]
     engine.execute("delete")
     engine.execute("finish")  # its iret returns to user mode

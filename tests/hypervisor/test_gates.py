@@ -128,5 +128,6 @@ main:
 def test_a_16bit_call_gate_is_refused_with_one_line():
     guest = Guest(GATE16, "lcall $0xA3, $0\n", monitor="vmi")
     with pytest.raises(MachineStopped, match=r"^cpu0: far call at 0x00200000 through the "
-                       r"guest's 16-bit call gate 0xa0 \(not supported under the monitor\)$"):
+                       r"guest's 16-bit call gate 0xa0 \(not supported under the monitor\) "
+                       r"at eip=0x200000$"):
         guest.run(20_000)
