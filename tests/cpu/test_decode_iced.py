@@ -67,6 +67,11 @@ ALLOWED_FEATURES = frozenset({
     "INTEL8086", "INTEL186", "INTEL286", "INTEL386", "INTEL486", "FPU", "FPU287", "FPU387",
     "CPUID", "TSC", "MSR", "SEP", "CX8", "PAUSE", "MOV_TR",
 })
+#: iced's feature CMOV covers the integer CMOVcc (0F 40-4F), which the decoder
+#: knows (a stock i686 ``gcc -m32`` build of xv6 emits it), and the P6 x87
+#: additions FCMOVcc and FCOMI/FUCOMI(P), which it does not (no guest uses them).
+CMOV_MNEMONICS = frozenset(f"cmov{cc}" for cc in (
+    "o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g"))
 
 #: iced mnemonic -> ours, where the spellings differ.
 MNEMONIC_MAP = {
@@ -181,7 +186,11 @@ def ours_decode(data: bytes, bits: int):
 
 
 def is_386(ins) -> bool:
-    return {_FEATURES[f] for f in ins.cpuid_features()} <= ALLOWED_FEATURES
+    """Whether the decoder must know iced's instruction ``ins``."""
+    features = {_FEATURES[f] for f in ins.cpuid_features()}
+    if features == {"CMOV"}:
+        return our_mnemonic(ins) in CMOV_MNEMONICS
+    return features <= ALLOWED_FEATURES
 
 
 _GPR = {}

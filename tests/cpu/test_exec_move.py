@@ -1,7 +1,9 @@
 """Data movement and stack instructions: Unicorn differential tests and unit tests.
 
 The differential tests run each instruction of the families in
-``vmi/cpu/ops/move.py`` and ``vmi/cpu/ops/stack.py`` through the shared oracle
+``vmi/cpu/ops/move.py`` and ``vmi/cpu/ops/stack.py``, and cmovcc (whose
+semantics live beside setcc in ``vmi/cpu/ops/bits.py``; every condition under
+every flag combination is in ``tests/cpu/test_cmov.py``), through the shared oracle
 (``compare``: one step, vmi at CPL 3, arithmetic flags and DF compared). Allowed
 differences, each with its reason:
 
@@ -42,7 +44,7 @@ def _general(forms):
 
 MOVE_FORMS = _general(forms_named(
     "mov", "lea", "movzx", "movsx", "xchg", "cmpxchg", "xadd", "bswap", "cbw", "cwd", "xlat",
-    "lahf", "sahf"))
+    "lahf", "sahf", *(f"cmov{cc}" for cc in fl.CONDITION_CODES)))
 STACK_FORMS = _general(forms_named(
     "push", "pop", "pusha", "popa", "pushf", "popf", "enter", "leave"))
 

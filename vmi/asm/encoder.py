@@ -134,6 +134,7 @@ _ALIASES: dict[str, Spelling] = {
     "movzww": Spelling("movzx", "w", source_size=2),
     **{f"j{cc}": Spelling(f"j{t}") for cc, t in _CONDITIONS.items()},
     **{f"set{cc}": Spelling(f"set{t}") for cc, t in _CONDITIONS.items()},
+    **{f"cmov{cc}": Spelling(f"cmov{t}") for cc, t in _CONDITIONS.items()},
 }
 
 #: Table mnemonics whose "a/b" pair names are both AT&T spellings with a fixed size.

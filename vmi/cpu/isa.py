@@ -42,11 +42,20 @@ Each line of the tables below is ``KEY MNEMONIC OPERANDS CYCLES [ATTRS]``
     where the manual gives several, branches taken). ``a/b`` gives the
     register/memory forms. Multiplies cost the early-out minimum (the 486 takes
     13-42 clocks by multiplier); ``docs/decoder.md`` lists the choices.
+    ``cmovcc`` has no Intel486 figure: the 486 has no CMOV (the Pentium Pro,
+    P6, brought it). It costs 2 clocks from a register or memory, the P6's
+    figure: two micro-ops issued together (Agner Fog, "Instruction tables",
+    PPro/P2/P3 integer instructions: CMOVcc r,r one micro-op each on ports 0
+    and 1; the memory form adds one load micro-op, which vmi's 486 cost
+    model, like ``mov``'s 1 clock from memory, does not charge apart).
 ``ATTRS``
     ``lock`` LOCK allowed with a memory destination (SDM Vol.2 LOCK); ``rep``
     REP-able string instruction; ``repz`` REPE/REPNE-able (cmps/scas);
     ``asize`` the ``a/b`` mnemonic follows the address size; ``386`` not on
-    the 80386 (later CPUs, kept for the 2006 kernel); ``priv`` CPL 0 only;
+    the 80386 (later CPUs, kept for the 2006 kernel); ``p6`` not on the
+    80386 nor the Intel486 either: a P6-family (Pentium Pro) addition that
+    CPUID reports (``cmovcc``, CPUID.1:EDX.CMOV[bit 15]), kept because a
+    stock ``gcc -m32`` (i686) build emits it; ``priv`` CPL 0 only;
     ``x87`` a floating-point escape (``vmi.cpu.x87``).
 """
 
@@ -371,6 +380,22 @@ TWO_BYTE = r"""
 0F32 rdmsr - 20 priv 386
 0F34 sysenter - 20 386
 0F35 sysexit - 20 priv 386
+0F40 cmovo Gv,Ev 2/2 p6
+0F41 cmovno Gv,Ev 2/2 p6
+0F42 cmovb Gv,Ev 2/2 p6
+0F43 cmovae Gv,Ev 2/2 p6
+0F44 cmove Gv,Ev 2/2 p6
+0F45 cmovne Gv,Ev 2/2 p6
+0F46 cmovbe Gv,Ev 2/2 p6
+0F47 cmova Gv,Ev 2/2 p6
+0F48 cmovs Gv,Ev 2/2 p6
+0F49 cmovns Gv,Ev 2/2 p6
+0F4A cmovp Gv,Ev 2/2 p6
+0F4B cmovnp Gv,Ev 2/2 p6
+0F4C cmovl Gv,Ev 2/2 p6
+0F4D cmovge Gv,Ev 2/2 p6
+0F4E cmovle Gv,Ev 2/2 p6
+0F4F cmovg Gv,Ev 2/2 p6
 0F80 jo Jv 3
 0F81 jno Jv 3
 0F82 jb Jv 3

@@ -1,6 +1,7 @@
-"""Bit instructions: bt bts btr btc, bsf bsr, and the sixteen setcc.
+"""Bit instructions: bt bts btr btc, bsf bsr, and the conditional ones that
+test EFLAGS like jcc: the sixteen setcc and the sixteen cmovcc.
 
-SDM Vol.2 BT, BTS, BTR, BTC, BSF, BSR, SETcc.
+SDM Vol.2 BT, BTS, BTR, BTC, BSF, BSR, SETcc, CMOVcc.
 """
 
 from __future__ import annotations
@@ -116,3 +117,28 @@ def setcc(insn, cpu):
         return build(body, d.params, COND=CONDITIONS[code])
     body = "\n".join(["r = cpu.r", "lf = cpu.lf", *d.setup, d.write(f"(1 if {test} else 0)")])
     return build(body, d.params)
+
+
+@semantics(*("cmov" + cc for cc in CONDITION_CODES))
+def cmovcc(insn, cpu):
+    """Move the source into the destination register when the condition holds
+    (SDM Vol.2 CMOVcc, conditions per Vol.1 Appendix B); no flags change.
+
+    The source is read whatever the condition: a memory source is fetched, and
+    its #GP, #SS or #PF taken, even when nothing is moved (SDM Vol.2 CMOVcc,
+    Operation: ``temp <- SRC`` comes first). When the condition is false the
+    destination keeps its value, all 32 bits of it; only in 64-bit mode does a
+    32-bit CMOVcc clear the upper half of the register regardless, which a
+    32-bit processor has no counterpart of.
+    """
+    dst, src = insn.operands
+    d = operand_access(dst, "d")
+    s = operand_access(src, "s", size=d.bits // 8)
+    code = CONDITION_CODES[insn.mnemonic[4:]]
+    test = _condition_source(code)
+    read = ["r = cpu.r", *s.setup, f"v = {s.read}"]
+    if test is None:
+        body = "\n".join([*read, "if COND(cpu.lf):", "    " + d.write("v")])
+        return build(body, d.params, s.params, COND=CONDITIONS[code])
+    body = "\n".join([*read, "lf = cpu.lf", f"if {test}:", "    " + d.write("v")])
+    return build(body, d.params, s.params)

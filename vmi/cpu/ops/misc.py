@@ -15,9 +15,11 @@ time, since the same code may run at different privilege levels.
   for family 6, model < 3, stepping < 3). EBX[31:24] = the initial APIC ID,
   which is the CPU's index in its machine (how an SMP kernel tells its CPUs
   apart at boot); the rest of EBX and ECX are 0.
-  EDX = 0x00000830: TSC (bit 4, rdtsc), MSR (bit 5, rdmsr/wrmsr) and SEP
-  (bit 11, sysenter/sysexit). No FPU (bit 0): the interpreter has no x87
-  unit. No VME, PSE, PAE, PGE, APIC, CMOV or CX8 either.
+  EDX = 0x00008830: TSC (bit 4, rdtsc), MSR (bit 5, rdmsr/wrmsr), SEP
+  (bit 11, sysenter/sysexit) and CMOV (bit 15, cmovcc: what a program built
+  for i686, such as a stock ``gcc -m32`` xv6, checks before using it). No FPU
+  (bit 0): the interpreter has no x87 unit. No VME, PSE, PAE, PGE, APIC or
+  CX8 either.
 * any other leaf returns leaf 1, as Intel processors do for a leaf above the
   highest one (SDM Vol.2 CPUID).
 
@@ -52,7 +54,7 @@ from vmi.cpu.ops import END_BATCH, build, semantics
 #: CPUID leaf -> (EAX, EBX, ECX, EDX).
 CPUID_LEAVES = {
     0: (1, 0x756E6547, 0x6C65746E, 0x49656E69),  # "Genu" "ntel" "ineI"
-    1: (0x00000633, 0, 0, (1 << 4) | (1 << 5) | (1 << 11)),
+    1: (0x00000633, 0, 0, (1 << 4) | (1 << 5) | (1 << 11) | (1 << 15)),
 }
 CPUID_MAX_LEAF = 1
 
