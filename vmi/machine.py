@@ -46,7 +46,8 @@ class ScheduledInterrupt:
 
 
 PAGE = 4096
-#: Deltas a snapshot may stack on earlier ones before it is taken whole again.
+#: Deltas a snapshot may stack on earlier ones before they are folded into one
+#: (over the same whole image, sharing the page copies: no new 16 MiB copy).
 MAX_DELTA_DEPTH = 16
 
 
@@ -78,6 +79,50 @@ class MemoryImage:
             image = image.parent
         assert image is not None
         return image.full[index * PAGE:(index + 1) * PAGE]
+
+    def root(self) -> MemoryImage:
+        """The whole image at the bottom of this image's chain."""
+        image = self
+        while image.parent is not None:
+            image = image.parent
+        return image
+
+    def folded(self) -> dict[int, Any]:
+        """Every page this image holds over its root, newer deltas over older ones
+        (the page copies are shared, not copied)."""
+        chain: list[MemoryImage] = []
+        image: MemoryImage | None = self
+        while image is not None and image.full is None:
+            chain.append(image)
+            image = image.parent
+        pages: dict[int, Any] = {}
+        for image in reversed(chain):
+            pages.update(image.pages)
+        return pages
+
+    def pages_between(self, other: MemoryImage) -> set[int] | None:
+        """The pages that can differ between this image and ``other``: those of the
+        deltas on the way from each down to their nearest common image; None when
+        they have none (another chain), so only a whole copy is right."""
+        below: dict[int, MemoryImage] = {}
+        image: MemoryImage | None = self
+        while image is not None:
+            below[id(image)] = image
+            image = image.parent
+        differ: set[int] = set()
+        image = other
+        while image is not None and id(image) not in below:
+            differ.update(image.pages)
+            image = image.parent
+        if image is None:
+            return None
+        common = image
+        image = self
+        while image is not common:
+            assert image is not None
+            differ.update(image.pages)
+            image = image.parent
+        return differ
 
     def array(self) -> Any:
         if self.full is None:
@@ -349,10 +394,15 @@ class Machine:
         keeps only the pages written since (over that image), and restoring the
         snapshot last taken or restored copies back only the pages written since."""
         base = self._base
-        if base is not None and base.depth < MAX_DELTA_DEPTH:
+        if base is not None:
             pages = self.memory.array.reshape(-1, PAGE)
-            memory = MemoryImage(parent=base, pages={
-                int(i): pages[i].copy() for i in self._dirty_pages()})
+            written = {int(i): pages[i].copy() for i in self._dirty_pages()}
+            if base.depth < MAX_DELTA_DEPTH:
+                memory = MemoryImage(parent=base, pages=written)
+            else:  # fold the chain into one delta over its root: pointers, not pages
+                folded = base.folded()
+                folded.update(written)
+                memory = MemoryImage(parent=base.root(), pages=folded)
         else:
             memory = MemoryImage(full=self.memory.array.copy())
         self._clean_since(memory)
@@ -368,17 +418,25 @@ class Machine:
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
-        """Return to a ``snapshot()``. Decoded code survives when the pages it came from
-        hold the same bytes and the same mappings in the snapshot; else it is forgotten."""
+        """Return to a ``snapshot()``. Memory costs the pages that can differ: those
+        written since the last snapshot or restore, and those of the deltas between
+        that image and the snapshot's (both of one chain: no whole image is built);
+        a snapshot of another chain is copied whole. Decoded code survives when the
+        pages it came from hold the same bytes and the same mappings in the snapshot;
+        else it is forgotten."""
         if len(snap["cpus"]) != len(self.cpus) or snap["memory"].size != self.memory.size:
             raise SnapshotError("snapshot is of a machine with another shape "
                                 f"({len(snap['cpus'])} CPUs, {snap['memory'].size} bytes)")
         saved = memory_image(snap["memory"])
         same_code = self._same_code(saved)
-        if self._base is saved:  # only the pages written since it differ
+        base = self._base
+        between = None if base is None else set() if base is saved \
+            else base.pages_between(saved)
+        if between is not None:  # only the pages written since, and on the way, differ
             pages = self.memory.array.reshape(-1, PAGE)
-            for index in self._dirty_pages():
-                pages[index] = saved.page(int(index))
+            between.update(self._dirty_pages().tolist())
+            for index in between:
+                pages[index] = saved.page(index)
         else:
             self.memory.array[:] = saved.array()
         self._clean_since(saved)
