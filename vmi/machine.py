@@ -100,6 +100,14 @@ class MemoryImage:
             pages.update(image.pages)
         return pages
 
+    def flatten(self) -> None:
+        """Stack this image directly on its root, holding ``folded()``: what it holds
+        is unchanged (so every snapshot and machine holding it stays right), but the
+        deltas it stacked on are no longer kept alive by it (the debugger's history
+        frees the pages of the snapshots it drops so)."""
+        if self.parent is not None and self.parent.parent is not None:
+            self.pages, self.parent, self.depth = self.folded(), self.root(), 1
+
     def pages_between(self, other: MemoryImage) -> set[int] | None:
         """The pages that can differ between this image and ``other``: those of the
         deltas on the way from each down to their nearest common image; None when

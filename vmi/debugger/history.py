@@ -22,8 +22,9 @@ copies back only the pages that can differ from the memory as it is (no whole
 16 MiB image is built). Their memory is bounded by a budget in bytes, counting
 every page copy and whole image they hold once (``stored_bytes``), and their
 number by as many as the budget would hold were each whole (so the bound holds
-whatever the guest writes): past either, the spacing doubles and every other
-snapshot is dropped.
+whatever the guest writes): past either, the spacing doubles, every other
+snapshot is dropped, and each kept one is folded into one delta over the whole
+image, so the pages only the dropped ones held are freed.
 """
 
 from __future__ import annotations
@@ -144,6 +145,15 @@ class History:
             self.interval *= 2
             self.snapshots = {step: snap for step, snap in self.snapshots.items()
                               if step == self.origin or (step - self.origin) % self.interval == 0}
+        self._fold()
+
+    def _fold(self) -> None:
+        """Stack each kept snapshot's memory directly on its whole image
+        (``MemoryImage.flatten``: the same bytes, the same object, so the machine
+        whose base it is keeps restoring it cheaply), so the deltas of the dropped
+        snapshots it stacked on are freed."""
+        for machine_state, _platform in self.snapshots.values():
+            machine_state["memory"].flatten()
 
     def nearest(self, step: int) -> int:
         """The step of the latest snapshot at or before ``step``."""
