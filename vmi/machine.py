@@ -404,7 +404,7 @@ class Machine:
         base = self._base
         if base is not None:
             pages = self.memory.array.reshape(-1, PAGE)
-            written = {int(i): pages[i].copy() for i in self._dirty_pages()}
+            written = {i: pages[i].copy() for i in self._dirty_pages()}
             if base.depth < MAX_DELTA_DEPTH:
                 memory = MemoryImage(parent=base, pages=written)
             else:  # fold the chain into one delta over its root: pointers, not pages
@@ -436,13 +436,14 @@ class Machine:
             raise SnapshotError("snapshot is of a machine with another shape "
                                 f"({len(snap['cpus'])} CPUs, {snap['memory'].size} bytes)")
         saved = memory_image(snap["memory"])
-        same_code = self._same_code(saved)
         base = self._base
         between = None if base is None else set() if base is saved \
             else base.pages_between(saved)
+        if between is not None:
+            between.update(self._dirty_pages())
+        same_code = self._same_code(saved, between)
         if between is not None:  # only the pages written since, and on the way, differ
             pages = self.memory.array.reshape(-1, PAGE)
-            between.update(self._dirty_pages().tolist())
             for index in between:
                 pages[index] = saved.page(index)
         else:
@@ -463,22 +464,38 @@ class Machine:
         self._turn = snap["turn"]
         self.steps = snap["steps"]
 
-    def _dirty_pages(self) -> Any:
-        """The pages written since the last snapshot or restore."""
-        dirty = np.flatnonzero(np.frombuffer(self.memory.dirty, dtype=np.uint8))
-        return dirty[dirty < self.memory.size // PAGE]
+    def _dirty_pages(self) -> list[int]:
+        """The pages written since the last snapshot or restore (memory marks each
+        with 1). A few are found by ``bytearray.find`` (well under a microsecond
+        each), many by numpy (about 15 µs whatever their number)."""
+        dirty, limit = self.memory.dirty, self.memory.size // PAGE
+        if len(dirty) - dirty.count(0) > 32:
+            found = np.flatnonzero(np.frombuffer(dirty, dtype=np.uint8)).tolist()
+            return [index for index in found if index < limit]
+        indices = []
+        index = dirty.find(1)
+        while 0 <= index < limit:
+            indices.append(index)
+            index = dirty.find(1, index + 1)
+        return indices
 
     def _clean_since(self, base: Any) -> None:
         """Memory now equals ``base``: start tracking the pages written from here."""
         self.memory.dirty[:] = bytes(len(self.memory.dirty))
         self._base = base
 
-    def _same_code(self, saved: Any) -> bool:
+    def _same_code(self, saved: Any, differ: set[int] | None = None) -> bool:
         """Whether every page holding decoded code has the same bytes in ``saved`` (so
-        the CPUs' decoded code survives a restore, if its mappings do too)."""
+        the CPUs' decoded code survives a restore, if its mappings do too). When
+        ``differ`` is given, the other pages are known to be the same: only the
+        code pages among it are compared."""
         current = self.memory.array
-        pages = np.flatnonzero(np.frombuffer(self.memory.code_pages, dtype=np.uint8))
-        for page in pages.tolist():
+        code = self.memory.code_pages
+        if differ is not None:
+            pages = [page for page in differ if page < len(code) and code[page]]
+        else:
+            pages = np.flatnonzero(np.frombuffer(code, dtype=np.uint8)).tolist()
+        for page in pages:
             start = page * PAGE
             if start >= len(current):
                 continue
