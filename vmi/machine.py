@@ -446,8 +446,12 @@ class Machine:
             pages = self.memory.array.reshape(-1, PAGE)
             for index in between:
                 pages[index] = saved.page(index)
-        else:
-            self.memory.array[:] = saved.array()
+        else:  # another chain: its whole image, then its pages (none built whole)
+            root = saved.root()
+            self.memory.array[:] = root.full
+            pages = self.memory.array.reshape(-1, PAGE)
+            for index, data in saved.folded().items():
+                pages[index] = data
         self._clean_since(saved)
         if not same_code:
             self.memory.invalidate_code()

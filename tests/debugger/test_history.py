@@ -70,17 +70,23 @@ def test_restore_across_branches_and_folds_is_exact_and_builds_no_whole_image(
         assert bytes(machine.memory.array) == expected[index], index
 
 
-def test_a_snapshot_of_another_chain_is_copied_whole_and_exact() -> None:
-    """Two machines' snapshots share no image: restoring the other's is a whole copy."""
+def test_a_snapshot_of_another_chain_is_copied_whole_and_exact(
+        no_whole_images: None) -> None:
+    """Two machines' snapshots share no image: restoring the other's (a delta) is a
+    whole copy of its root with its pages over it, and builds no whole image."""
     rng = random.Random(5)
     first, second = Machine(cpus=1, memory_size=MiB), Machine(cpus=1, memory_size=MiB)
     first.snapshot()
     scribble(second, rng, 20)
+    second.snapshot()
+    scribble(second, rng, 20)
     foreign = second.snapshot()
+    assert foreign["memory"].full is None
     assert first._base.pages_between(foreign["memory"]) is None
     scribble(first, rng, 3)
     first.restore(foreign)
     assert bytes(first.memory.array) == bytes(second.memory.array)
+    assert foreign["memory"].full is None
 
 
 def test_budget_bounds_the_bytes_held_when_every_page_is_written() -> None:

@@ -29,6 +29,7 @@ image, so the pages only the dropped ones held are freed.
 
 from __future__ import annotations
 
+import time
 from array import array
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,8 @@ DEFAULT_INTERVAL = 1000
 #: Memory the snapshots may take together, in bytes (page copies and whole images,
 #: each counted once however many snapshots share it).
 DEFAULT_BUDGET = 192 << 20
+#: How long a restore sleeps so another thread can take the GIL (see ``restore``).
+YIELD_SECONDS = 50e-6
 #: Snapshots kept whatever the budget (a budget below one whole image still keeps
 #: reverse execution's replays bounded).
 MIN_SNAPSHOTS = 4
@@ -163,6 +166,12 @@ class History:
         """Put the machine back at snapshot ``step`` and apply that step's edits."""
         machine_state, platform_state = self.snapshots[step]
         self.machine.restore(machine_state)
+        # Let the process's other threads run: a restore used to copy whole images
+        # with the GIL released, which let a thread waiting on it (the tests' gdb
+        # client reading an ack while a reverse-continue replays) take it; the
+        # brief releases of the engine's ^C polls alone do not (the waiting thread
+        # sees the GIL change hands and never asks for it), so it starved.
+        time.sleep(YIELD_SECONDS)
         platform = self.machine.platform
         if platform_state is not None and callable(getattr(platform, "restore", None)):
             platform.restore(platform_state)
