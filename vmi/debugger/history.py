@@ -14,12 +14,22 @@ forgotten.
 
 Snapshots are taken on arrival at a step, before that step's edits are
 applied; restoring one means: restore it, then apply the edits of its step.
-They copy the whole memory, so their number is bounded by a memory budget:
-when there are too many, the spacing doubles and every other one is dropped.
+They cost what changed: the machine's snapshots hold memory as a
+``vmi.machine.MemoryImage``, one whole image at the origin and after it only the
+pages written since the snapshot before (chained deltas, folded into one over the
+whole image every ``MAX_DELTA_DEPTH``, sharing the page copies), and restoring one
+copies back only the pages that can differ from the memory as it is (no whole
+16 MiB image is built). Their memory is bounded by a budget in bytes, counting
+every page copy and whole image they hold once (``stored_bytes``), and their
+number by as many as the budget would hold were each whole (so the bound holds
+whatever the guest writes): past either, the spacing doubles, every other
+snapshot is dropped, and each kept one is folded into one delta over the whole
+image, so the pages only the dropped ones held are freed.
 """
 
 from __future__ import annotations
 
+import time
 from array import array
 from collections.abc import Callable
 from typing import Any
@@ -28,8 +38,14 @@ from attrs import frozen
 
 #: Steps between snapshots at first (doubles when the memory budget is reached).
 DEFAULT_INTERVAL = 1000
-#: Memory the snapshots may take together, in bytes.
+#: Memory the snapshots may take together, in bytes (page copies and whole images,
+#: each counted once however many snapshots share it).
 DEFAULT_BUDGET = 192 << 20
+#: How long a restore sleeps so another thread can take the GIL (see ``restore``).
+YIELD_SECONDS = 50e-6
+#: Snapshots kept whatever the budget (a budget below one whole image still keeps
+#: reverse execution's replays bounded).
+MIN_SNAPSHOTS = 4
 
 
 @frozen
@@ -56,7 +72,8 @@ class History:
         self.machine = machine
         self.origin: int = machine.steps
         self.interval = max(1, interval)
-        self.max_snapshots = max(4, budget // max(1, machine.memory.size))
+        self.budget = budget
+        self.max_snapshots = max(MIN_SNAPSHOTS, budget // max(1, machine.memory.size))
         self.snapshots: dict[int, tuple[dict[str, Any], Any]] = {}
         self.cpus = array("B")
         self.edits: dict[int, list[Edit]] = {}
@@ -100,15 +117,46 @@ class History:
         platform_state = platform.snapshot() if callable(getattr(platform, "snapshot", None)) \
             else None
         self.snapshots[step] = (self.machine.snapshot(), platform_state)
-        if len(self.snapshots) > self.max_snapshots:
+        if len(self.snapshots) > self.max_snapshots or self._over_budget():
             self._thin()
 
+    def stored_bytes(self) -> int:
+        """The bytes of memory the snapshots hold: every whole image and page copy
+        reachable from them (through the deltas they stack on), each counted once."""
+        seen: set[int] = set()
+        total = 0
+        for machine_state, _platform in self.snapshots.values():
+            image = machine_state["memory"]
+            while image is not None and id(image) not in seen:
+                seen.add(id(image))
+                if image.full is not None:
+                    total += image.full.nbytes
+                for data in image.pages.values():
+                    if id(data) not in seen:
+                        seen.add(id(data))
+                        total += data.nbytes
+                image = image.parent
+        return total
+
+    def _over_budget(self) -> bool:
+        return len(self.snapshots) > MIN_SNAPSHOTS and self.stored_bytes() > self.budget
+
     def _thin(self) -> None:
-        """Double the spacing and keep the snapshots on the new grid (and the origin)."""
-        while len(self.snapshots) > self.max_snapshots:
+        """Double the spacing and keep the snapshots on the new grid (and the origin)
+        until both the count and the budget in bytes hold."""
+        while len(self.snapshots) > self.max_snapshots or self._over_budget():
             self.interval *= 2
             self.snapshots = {step: snap for step, snap in self.snapshots.items()
                               if step == self.origin or (step - self.origin) % self.interval == 0}
+        self._fold()
+
+    def _fold(self) -> None:
+        """Stack each kept snapshot's memory directly on its whole image
+        (``MemoryImage.flatten``: the same bytes, the same object, so the machine
+        whose base it is keeps restoring it cheaply), so the deltas of the dropped
+        snapshots it stacked on are freed."""
+        for machine_state, _platform in self.snapshots.values():
+            machine_state["memory"].flatten()
 
     def nearest(self, step: int) -> int:
         """The step of the latest snapshot at or before ``step``."""
@@ -118,6 +166,12 @@ class History:
         """Put the machine back at snapshot ``step`` and apply that step's edits."""
         machine_state, platform_state = self.snapshots[step]
         self.machine.restore(machine_state)
+        # Let the process's other threads run: a restore used to copy whole images
+        # with the GIL released, which let a thread waiting on it (the tests' gdb
+        # client reading an ack while a reverse-continue replays) take it; the
+        # brief releases of the engine's ^C polls alone do not (the waiting thread
+        # sees the GIL change hands and never asks for it), so it starved.
+        time.sleep(YIELD_SECONDS)
         platform = self.machine.platform
         if platform_state is not None and callable(getattr(platform, "restore", None)):
             platform.restore(platform_state)
