@@ -179,7 +179,7 @@ def main() -> int:
               f"cache, {w['warm']:.2f} warm")
     snap = out["snapshot_restore_per_second"]
     print(f"snapshot+restore  {snap['pairs_per_second']:.0f} per second 100 instructions apart "
-          f"(a whole 16 MiB snapshot: {snap['whole_snapshot_ms']:.1f} ms)")
+          f"(target 10000; a whole 16 MiB snapshot: {snap['whole_snapshot_ms']:.1f} ms)")
     s = out["sweep"]
     print(f"depth-2 sweep of the VMI IRET path, {s['schedules']} schedules:")
     print(f"  serial          {s['serial_per_second']:.0f} schedules/s")

@@ -93,7 +93,9 @@ def test_ctrl_c_keeps_every_finished_schedule_and_resume_gives_the_same_report(
     done = int(lines[0].split("interrupted: ")[1].split(" of ")[0])
     kept = records(journal)
     total = 22 * 22
-    assert 30 <= len(kept) == done < total  # every finished schedule, nothing else
+    # every finished schedule, nothing else (the chunks running when ^C came are
+    # finished and kept, which can be all of them on a fast run under Dask)
+    assert 30 <= len(kept) == done <= total
     resumed = subprocess.run(args, capture_output=True, text=True, timeout=300,
                              env=environment())
     assert resumed.returncode == 0, resumed.stderr
