@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from vmi.asm import AsmError, assemble
 from vmi.asm import assembler as asm_module
 from vmi.asm.expr import MAX_EXPR_DEPTH
-from vmi.asm.output import write_atomically
 from vmi.cli import main
+from vmi.files import write_atomically
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Address space of a bomb's process: far more than an honest run needs (the
@@ -280,7 +280,7 @@ def test_output_is_replaced_only_when_complete(tmp_path: Path,
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError):
-        write_atomically(target, b"new image")
+        write_atomically(target, lambda out: out.write(b"new image"))
     assert target.read_bytes() == b"old image"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
     source = tmp_path / "x.S"

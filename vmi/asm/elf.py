@@ -29,7 +29,7 @@ congruent to its address modulo 4096, so the segments could be mapped),
 ``.symtab``, ``.strtab``, ``.shstrtab``, and the section headers. The format is
 the System V ABI's (gABI "Object Files") with the i386 supplement's values.
 
-A path is written atomically (``vmi.asm.output.write_atomically``); a file
+A path is written atomically (``vmi.files.write_atomically``); a file
 object (opened for binary writing) gets the bytes with one ``write``.
 ``elf_bytes`` returns them instead.
 """
@@ -41,7 +41,7 @@ import struct
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from vmi.asm.output import write_atomically
+from vmi.files import write_atomically
 
 #: ``e_machine`` of Intel 80386, ``e_type`` of an executable file.
 EM_386 = 3
@@ -173,7 +173,7 @@ def write_elf(path_or_file: str | os.PathLike[str] | BinaryIO,
     if hasattr(path_or_file, "write"):
         path_or_file.write(data)  # type: ignore[union-attr]
     else:
-        write_atomically(path_or_file, data)  # type: ignore[arg-type]
+        write_atomically(path_or_file, lambda out: out.write(data))  # type: ignore[arg-type]
 
 
 def program_sections(program: object) -> list[SectionSpec]:

@@ -43,8 +43,8 @@ def command(source: Path, macros: str, output: Path | None, listing: bool, base:
     """
     from vmi.asm import AsmError, assemble
     from vmi.asm.elf import program_sections, write_elf
-    from vmi.asm.output import write_atomically
     from vmi.asm.source import RefusedFile, read_regular_file
+    from vmi.files import write_atomically
 
     address = parse_int(base, "--base")
     if not 0 <= address <= 0xFFFFFFFF:
@@ -82,7 +82,7 @@ def command(source: Path, macros: str, output: Path | None, listing: bool, base:
         if elf:
             write_elf(target, program_sections(program), program.symbols, entry)
         else:
-            write_atomically(target, program.image)
+            write_atomically(target, lambda out: out.write(program.image))
     except OSError as error:
         raise UserError(f"{target}: {error.strerror or error}") from None
     if listing:
