@@ -73,7 +73,7 @@ def open_session(options: dict[str, Any]) -> tuple[Any, str]:
     """Build the engine the options (``machine_options``'s, by name) describe; every
     failure is one line: ``UsageLine`` (exit status 2) for options that do not go
     together, ``UserError`` (1) for a file that is missing or wrong."""
-    from vmi.debugger.loader import LoadError, open_engine
+    from vmi.debugger.loader import LoadError, LoadUsageError, open_engine
 
     if options["program"] is not None:
         given = [f"--{name}" for name in ("mode", "policy", "seed")
@@ -102,6 +102,8 @@ def open_session(options: dict[str, Any]) -> tuple[Any, str]:
                            schedule=options["schedule"], replay=options["replay"],
                            interleaving=order, mode=options["mode"], policy=options["policy"],
                            seed=options["seed"])
+    except LoadUsageError as error:
+        raise UsageLine(str(error)) from None
     except LoadError as error:
         raise UserError(str(error)) from None
 

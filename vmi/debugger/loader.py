@@ -54,6 +54,10 @@ class LoadError(Exception):
     not exist. The message is one line (assembly errors: the diagnostics first)."""
 
 
+class LoadUsageError(LoadError):
+    """Options that cannot go together or a value out of range: bad usage (exit 2)."""
+
+
 @frozen
 class Replay:
     """A counterexample to open: its interrupt schedule and the step it failed at.
@@ -128,12 +132,12 @@ def _program_machine(path: str | Path, *, base: int, macros: str | None, cpus: i
     except ValueError as error:
         raise LoadError(f"{path}: {error}") from None
     if memory_size < 0x1000 or memory_size % 0x1000:
-        raise LoadError(f"--memory: {memory_size:#x} is not a positive multiple of 4 KiB")
+        raise LoadUsageError(f"--memory: {memory_size:#x} is not a positive multiple of 4 KiB")
     if base + len(program.image) > memory_size:
         raise LoadError(f"{path}: the image ends at {base + len(program.image):#x}, past the "
                         f"end of memory ({memory_size:#x}); give a larger --memory")
     if cpus < 1 or cpus > 64:
-        raise LoadError(f"--cpus: {cpus} is not 1..64")
+        raise LoadUsageError(f"--cpus: {cpus} is not 1..64")
     machine = Machine(cpus=cpus, memory_size=memory_size)
     machine.memory.load(base, program.image)
     entry = program.symbols.get("_start", base)
@@ -330,10 +334,10 @@ def _resolve(replay_path: str | None, loaded: Replay | None, program: str | None
     if program is not None:
         given = [f"--{name}" for name in kernel_options if options[name] is not None]
         if given:
-            raise LoadError(f"{', '.join(given)}: choose{'s' if len(given) == 1 else ''} how "
+            raise LoadUsageError(f"{', '.join(given)}: choose{'s' if len(given) == 1 else ''} how "
                             "the bundled kernel boots; not for --program")
         if loaded is not None and loaded.complete:
-            raise LoadError(f"{replay_path}: a {REPLAY_FORMAT} replays the bundled kernel "
+            raise LoadUsageError(f"{replay_path}: a {REPLAY_FORMAT} replays the bundled kernel "
                             f"(mode {loaded.mode}); leave out --program")
         return options
     if loaded is not None and loaded.complete:
@@ -342,7 +346,7 @@ def _resolve(replay_path: str | None, loaded: Replay | None, program: str | None
         for name, value in recorded.items():
             given = options[name]
             if given is not None and given != value:
-                raise LoadError(f"{replay_path} was recorded with --{name} {value}; the "
+                raise LoadUsageError(f"{replay_path} was recorded with --{name} {value}; the "
                                 f"command line says --{name} {given} (leave it out)")
         return {**options, **recorded}
     return {**options, "mode": options["mode"] or DEFAULT_MODE,
