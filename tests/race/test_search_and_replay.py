@@ -99,3 +99,39 @@ def test_cli_bad_input_is_a_usage_error():
                  ["--depth", "4"]):
         result = invoke(*args)
         assert result.exit_code == 2 and "Traceback" not in result.output, args
+
+
+def test_cli_vector_horizon_and_invariant_options():
+    timer = json.loads(invoke("--path", "sysexit", "--vector", "timer", "--json").output)
+    assert timer["exit_status"] == 0 and timer["schedules"] == 22
+    assert "not console" in invoke("--vector", "0x10").output  # below the external vectors
+    refused = invoke("--horizon", "5")
+    assert refused.exit_code == 2 and "--depth 2 or 3" in refused.output
+    nested = json.loads(invoke("--mode", "naive", "--path", "sysexit", "--depth", "2",
+                               "--horizon", "5", "--json").output)
+    assert nested["schedules"] == 11 * 5 and nested["exit_status"] == 1
+    focused = json.loads(invoke("--mode", "naive", "--path", "iret", "--invariant", "nesting",
+                                "--json").output)
+    assert focused["paths"][0]["counterexample"]["invariant"] == "nesting"
+    assert "liveness" in focused["broken"]  # the smallest of any would be liveness
+
+
+def test_cli_reports_a_path_the_kernel_never_reaches(monkeypatch):
+    """A path whose start is never reached is reported (exit 1) and the others still
+    get their verdict."""
+    from vmi.race import explorer
+
+    prepare = explorer.prepare
+
+    def not_iret16(config):
+        if config.path == "iret16":
+            raise explorer.PathNotReached("vmi/defer: the iret16 path's start was not reached")
+        return prepare(config)
+    monkeypatch.setattr(explorer, "prepare", not_iret16)
+    result = invoke("--brief")
+    assert result.exit_code == 1, result.output
+    assert "path iret16: not explored: vmi/defer: the iret16 path's start" in result.output
+    assert "path sysexit:" in result.output
+    assert "every invariant held" not in result.output.splitlines()
+    assert result.output.rstrip().endswith("paths not reached: iret16 (the kernel never got "
+                                           "there: a hang or a crash on the way)")

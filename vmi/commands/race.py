@@ -340,9 +340,9 @@ def _print(reports: list[Any], result: dict[str, Any], *, brief: bool,
         click.echo(f"invariants broken: {', '.join(result['broken'])}")
         if saved:
             click.echo(f"counterexample saved to {saved}: python -m vmi debug --replay {saved}")
-    elif result["unreached"]:
-        pass
-    elif result["complete"]:
+    if result["broken"] or result["unreached"]:
+        return
+    if result["complete"]:
         click.echo("every invariant held")
     else:  # a search that did not try everything proves nothing
         click.echo(f"no invariant broke in {tried_summary(reports)}; not a proof "

@@ -935,17 +935,9 @@ class Engine(FrameCommands):
     def _goto(self, target: int) -> None:
         """Put the machine at global step ``target`` exactly (restore and replay, or
         run forward without checks). Raises ``_StepFailed`` if a step fails."""
-        machine = self.machine
-        history = self.history
-        if target != machine.steps:
-            nearest = history.nearest(target)
-            if not nearest <= machine.steps <= target:
-                history.restore(nearest)
-            while machine.steps < target:
-                self._step(replay=machine.steps < history.end)
-        self._refresh_watches()
+        self._goto_interruptibly(target, interruptible=False)
 
-    def _goto_interruptibly(self, target: int) -> bool:
+    def _goto_interruptibly(self, target: int, *, interruptible: bool = True) -> bool:
         """``_goto``, but a ^C (or ``poll``) stops the replay where it is: False then."""
         machine = self.machine
         history = self.history
@@ -954,7 +946,7 @@ class Engine(FrameCommands):
             if not nearest <= machine.steps <= target:
                 history.restore(nearest)
             while machine.steps < target:
-                if self._interrupted():
+                if interruptible and self._interrupted():
                     self._refresh_watches()
                     return False
                 self._step(replay=machine.steps < history.end)

@@ -26,6 +26,7 @@ from typing import Any
 from attrs import astuple as attrs_astuple
 from attrs import define, field, frozen
 
+from vmi.race import spec
 from vmi.race.invariants import Checker, Violation
 from vmi.race.kernel import CONSOLE_VECTOR, PAGE_OFFSET, THREAD_SIZE, TSS_ESP0, KernelView
 from vmi.race.names import MAX_DEPTH
@@ -249,8 +250,6 @@ class Scenario:
             violation = checker.finish(cpu)
         observed = ""
         if reached:
-            from vmi.race import spec
-
             observation = checker.observation()
             self.last_observation = observation
             observed = spec.digest(observation)

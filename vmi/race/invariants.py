@@ -292,13 +292,21 @@ class Checker:
                     f"{'on' if saved else 'off'}"))
         return None
 
+    def _interrupts_off_in_user(self, cpu: Any, how: str) -> Violation | None:
+        """User mode (that may not change IF itself: IOPL < 3) with the IF the kernel
+        sees off: nothing can interrupt it (liveness)."""
+        if self.view.interrupts_enabled(cpu) or (cpu.eflags >> 12) & 3 == 3:
+            return None
+        return self._violation("liveness", cpu, (
+            f"user mode {how} with interrupts off (the IF the kernel sees is 0): no "
+            "interrupt can reach this CPU"))
+
     def _user_step(self, cpu: Any) -> Violation | None:
         """A user instruction retired: interrupts must be on, and none kept waiting."""
         view = self.view
-        if not view.interrupts_enabled(cpu) and (cpu.eflags >> 12) & 3 != 3:
-            return self._violation("liveness", cpu, (
-                "user mode runs with interrupts off (the IF the kernel sees is 0): no "
-                "interrupt can reach this CPU"))
+        found = self._interrupts_off_in_user(cpu, "runs")
+        if found:
+            return found
         index = cpu.index
         if view.pending(cpu):
             self._waited[index] += 1
@@ -419,10 +427,9 @@ class Checker:
         failed = self._kernel_failed(cpu)
         if failed:
             return failed
-        if not view.interrupts_enabled(cpu) and (cpu.eflags >> 12) & 3 != 3:
-            return self._violation("liveness", cpu, (
-                "user mode resumes with interrupts off (the IF the kernel sees is 0): no "
-                "interrupt can reach this CPU"))
+        found = self._interrupts_off_in_user(cpu, "resumes")
+        if found:
+            return found
         flags = view.work_flags(index) if self.single_cpu else 0
         if flags and not view.pending(cpu):
             names = "+".join(n for bit, n in ((8, "need_resched"), (4, "sigpending"))
