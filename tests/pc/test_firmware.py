@@ -240,6 +240,7 @@ def test_table_length_matches_the_result_and_the_entry_sizes():
     ({"cpus": 1, "ioapic_id": 16}, "IOAPIC ID 16: the IOAPIC's ID is 4 bits"),
     ({"cpus": 1, "irq_pins": (0,) * 15}, "need 16 IOAPIC pins"),
     ({"cpus": 1, "irq_pins": (24,) * 16}, "need 16 IOAPIC pins"),
+    ({"cpus": 1, "hard_disks": 256}, "256 hard disks: the BIOS data area counts 0-255"),
     ({"cpus": 1, "memory_size": 640 << 10}, "at least 1 MiB"),
     ({"cpus": 1, "memory_size": 4 << 20}, "at most"),
 ])

@@ -15,6 +15,8 @@ Interrupt List, "Format of BIOS Data Segment at segment 40h"):
                       handler of the IBM PC/AT BIOS lives at that address),
                       so a stray ``int n`` or interrupt before the guest
                       installs its own table returns instead of running zeros
+                      (like IBM's, it sends no EOI: an 8259 interrupt taken
+                      there stays in service; the stub runs with IF clear)
 0x00400-0x004FF       the BIOS data area (:data:`BDA_*`, below)
 0x07C00-0x07DFF       the boot sector, checked for 512 bytes ending 55 AA
 0x9FC00-0x9FFFF       the extended BIOS data area (EBDA, 1 KiB, segment 9FC0):
@@ -254,6 +256,8 @@ def install(memory: Any, *, cpus: int, memory_size: int | None = None,
     if len(irq_pins) != 16 or not all(0 <= pin < ioapic_model.ENTRIES for pin in irq_pins):
         raise FirmwareError(f"irq_pins {tuple(irq_pins)}: need 16 IOAPIC pins, each "
                             f"0-{ioapic_model.ENTRIES - 1}")
+    if not 0 <= hard_disks <= 0xFF:
+        raise FirmwareError(f"{hard_disks} hard disks: the BIOS data area counts 0-255")
 
     table = mp_table(cpus=cpus, ioapic_id=ioapic_id, irq_pins=irq_pins)
     _write_low_memory(memory, hard_disks)
@@ -284,7 +288,7 @@ def _write_low_memory(memory: Any, hard_disks: int) -> None:
     memory.write8(BDA_VIDEO_MODE, 3)
     memory.write16(BDA_COLUMNS, 80)
     memory.write16(BDA_CRTC_PORT, 0x3D4)
-    memory.write8(BDA_HARD_DISKS, hard_disks & 0xFF)
+    memory.write8(BDA_HARD_DISKS, hard_disks)
     memory.write_bytes(EBDA_ADDRESS, bytes(EBDA_KIB * 1024))
     memory.write8(EBDA_ADDRESS, EBDA_KIB)
 
