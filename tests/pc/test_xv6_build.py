@@ -261,8 +261,11 @@ def test_an_empty_path_names_gcc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_a_gcc_without_m32_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = fake_xv6_tree(tmp_path / "src")
     tools = tools_without(tmp_path / "bin", "gcc")
-    (tools / "gcc").write_text("#!/bin/sh\necho \"gcc: error: unrecognized command-line "
-                               "option '-m32'\" >&2\nexit 1\n")
+    # a gcc that compiles, but not for -m32 (as an x86-64 gcc without multilib)
+    (tools / "gcc").write_text(
+        "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = -m32 ]; then\n"
+        "  echo \"gcc: error: unrecognized command-line option '-m32'\" >&2; exit 1\n"
+        f"fi; done\nexec {shutil.which('gcc')} \"$@\"\n")
     (tools / "gcc").chmod(0o755)
     monkeypatch.setenv("PATH", str(tools))
     assert_one_line_error(invoke(str(source), "-o", str(tmp_path / "out")),

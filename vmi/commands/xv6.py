@@ -21,7 +21,7 @@ def command() -> None:
 @click.option("-o", "--output", required=True, metavar="DIR", type=click.Path(path_type=Path),
               help="The directory to build into (made if missing): xv6.img, fs.img, "
                    "kernel, bootblock, the build tree build/ and make's build.log.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+@click.option("-j", "--jobs", metavar="N", type=click.IntRange(min=1), default=None,
               help="make's parallel jobs (default: one per CPU).")
 @click.option("--force", is_flag=True,
               help="Build into a non-empty DIR that holds no earlier build (only the "
@@ -29,9 +29,12 @@ def command() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result as one JSON object.")
 def build(source: Path, output: Path, jobs: int | None, force: bool, as_json: bool) -> None:
-    """Build xv6 from the source tree SRC (never written) into DIR: a copy of SRC in
-    DIR/build is made with xv6's own Makefile, adding only GCC 12's
-    -Wno-error=array-bounds -Wno-error=infinite-recursion to its CFLAGS."""
+    """Build xv6 from its source tree SRC into DIR (SRC is never written).
+
+    xv6's own Makefile runs in a copy of SRC in DIR/build (make's output goes
+    to DIR/build.log), with only GCC 12's warnings array-bounds and
+    infinite-recursion kept from being errors; the images, the kernel ELF and
+    the boot sector are copied into DIR. An earlier build in DIR is replaced."""
     from vmi.pc.xv6 import Xv6BuildError, Xv6MakeError, build_xv6
 
     try:
