@@ -88,7 +88,9 @@ def test_the_disk_image_is_the_signed_boot_sector_then_the_kernel(xv6_build: Xv6
 
 def test_the_file_system_has_fssize_blocks(xv6_build: Xv6Build) -> None:
     param = (xv6_build.source / "param.h").read_text(encoding="ascii")
-    fssize = int(re.search(r"#define\s+FSSIZE\s+(\d+)", param).group(1))
+    defined = re.search(r"#define\s+FSSIZE\s+(\d+)", param)
+    assert defined, "param.h defines no FSSIZE"
+    fssize = int(defined.group(1))
     fs = xv6_build.fs_image.read_bytes()
     assert len(fs) == fssize * SECTOR                        # xv6's BSIZE is 512
     # mkfs wrote the superblock to block 1; its first field is the size in blocks
@@ -182,7 +184,7 @@ def tools_without(directory: Path, *missing: str) -> Path:
     directory.mkdir()
     for tool, _ in TOOLS:
         if tool not in missing:
-            (directory / tool).symlink_to(shutil.which(tool))
+            (directory / tool).symlink_to(shutil.which(tool) or tool)
     return directory
 
 

@@ -36,6 +36,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
@@ -244,7 +245,7 @@ def build_xv6(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
                     bootblock=output / "bootblock", build_dir=build, log=log)
 
 
-def _c_locale(environment: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+def _c_locale(environment: Mapping[str, str]) -> dict[str, str]:
     """``environment`` with the C locale, so tool messages are plain ASCII English."""
     return {**environment, "LC_ALL": "C"}
 
