@@ -192,3 +192,47 @@ def program_sections(program: object) -> list[SectionSpec]:
             data = program.unloaded.get(section.name, b"")  # type: ignore[attr-defined]
         out.append((section.name, section.address, data, flags))
     return out
+
+
+class ElfError(Exception):
+    """A file that is not a readable ELF32 little-endian image (message: where, why)."""
+
+
+def read_symbols(path: str | os.PathLike[str]) -> dict[str, int]:
+    """The named symbols (functions, objects, labels; not sections or files) of an
+    ELF32 little-endian file such as a kernel built by gcc: name -> value. Raises
+    ``ElfError`` naming the file when it cannot be read or is not such an ELF."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise ElfError(f"{name}: {error.strerror}") from None
+    if data[:4] != b"\x7fELF":
+        raise ElfError(f"{name}: not an ELF file")
+    if data[4] != 1 or data[5] != 1:
+        raise ElfError(f"{name}: not a 32-bit little-endian ELF file")
+    try:
+        return _symbols_of(data)
+    except (struct.error, IndexError, UnicodeDecodeError) as error:
+        raise ElfError(f"{name}: damaged ELF file ({error})") from None
+
+
+def _symbols_of(data: bytes) -> dict[str, int]:
+    """Walk the section headers to each ``SHT_SYMTAB`` and its string table."""
+    shoff, = struct.unpack_from("<I", data, 0x20)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x2E)
+    headers = [struct.unpack_from("<10I", data, shoff + i * shentsize) for i in range(shnum)]
+    table: dict[str, int] = {}
+    for header in headers:
+        if header[1] != 2:  # SHT_SYMTAB
+            continue
+        offset, size, link, entsize = header[4], header[5], header[6], header[9] or 16
+        strings = headers[link][4]
+        for at in range(offset, offset + size, entsize):
+            st_name, value, _size, info = struct.unpack_from("<IIIB", data, at)
+            if not st_name or (info & 0xF) in (3, 4):  # STT_SECTION, STT_FILE
+                continue
+            end = data.index(b"\0", strings + st_name)
+            table.setdefault(data[strings + st_name:end].decode(), value)
+    return table

@@ -9,6 +9,22 @@ except the top 64 KiB below 4 GiB, which read the 64 KiB at 0xF0000 as a PC's
 BIOS ROM is aliased there: the reset vector 0xFFFFFFF0 executes what was
 loaded at 0xFFFF0.
 
+Device windows (MMIO) live above the end of RAM, where the PC puts them (the
+local APIC at 0xFEE00000, the IOAPIC at 0xFEC00000): ``map_device`` adds one,
+and only an access that has already missed RAM looks for it, so the RAM fast
+path is the same ``memoryview`` access with or without devices. The device is
+told which CPU accesses it (``cpu_index``, set by the machine before it runs a
+CPU: each CPU sees its own local APIC at one address). ``peek`` and
+``read_bytes`` (the debugger's and the race invariants' reads) ask the device's
+side-effect-free ``peek`` instead.
+
+The A20 gate (``set_a20``): while it is off, physical address bit 20 is forced
+to 0, so addresses wrap at 1 MiB as on an 8086 (the PC's keyboard controller
+and port 0x92 drive it). The masking variant is another class with the same
+layout, swapped in while the gate is off, so the gate costs nothing while it
+is on; whoever holds bound read/write methods (a CPU's accessors) must take
+them again when it changes (``vmi.pc.board`` does).
+
 Pages that hold decoded code are marked; a write to a marked page tells every
 listener (the CPUs' decoded-instruction caches) so self-modifying code and the
 VMI patcher are seen at once. Every write also marks its page dirty
@@ -20,6 +36,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +51,7 @@ class Memory:
     """``size`` bytes of zeroed physical RAM."""
 
     __slots__ = ("size", "array", "view", "code_pages", "code_listeners", "dirty",
-                 "_u16", "_u32", "_p16", "_p32")
+                 "_u16", "_u32", "_p16", "_p32", "mmio", "cpu_index")
 
     def __init__(self, size: int = 16 << 20) -> None:
         if size <= 0 or size % (1 << PAGE_SHIFT):
@@ -50,32 +67,93 @@ class Memory:
         self._u32 = _U32.unpack_from
         self._p16 = _U16.pack_into
         self._p32 = _U32.pack_into
+        #: Device windows above RAM: (first address, end, device), sorted.
+        self.mmio: tuple[tuple[int, int, Any], ...] = ()
+        #: The CPU whose accesses are being made (the machine sets it).
+        self.cpu_index = 0
+
+    # -- device windows --------------------------------------------------------
+    def map_device(self, base: int, size: int, device: Any) -> None:
+        """Put ``device`` (``read(offset, size, cpu)``, ``write(offset, size, value,
+        cpu)``, ``peek(offset, size, cpu)``) at physical ``base .. base+size``,
+        which must lie above RAM and overlap no other window."""
+        end = base + size
+        if base < self.size or end > 1 << 32 or size <= 0:
+            raise ValueError(f"a device window {base:#x}+{size:#x} must lie between the "
+                             f"end of RAM ({self.size:#x}) and 4 GiB")
+        for first, last, _ in self.mmio:
+            if base < last and first < end:
+                raise ValueError(f"device windows {base:#x} and {first:#x} overlap")
+        self.mmio = tuple(sorted((*self.mmio, (base, end, device)), key=lambda w: w[0]))
+
+    def _window(self, addr: int, size: int) -> tuple[Any, int] | None:
+        """The device whose window holds ``addr .. addr+size`` whole, and the offset."""
+        for first, end, device in self.mmio:
+            if first <= addr and addr + size <= end:
+                return device, addr - first
+        return None
+
+    def _bus_read(self, addr: int, size: int) -> int:
+        """A read that missed RAM: a device window, the BIOS alias, or the empty bus."""
+        hit = self._window(addr, size)
+        if hit is not None:
+            return hit[0].read(hit[1], size, self.cpu_index)
+        if size == 1:
+            if RESET_ALIAS <= addr <= 0xFFFFFFFF and self.size >= 0x100000:
+                return self.view[addr - RESET_ALIAS + 0xF0000]
+            return 0xFF
+        half = size // 2  # split: each half finds its own place
+        return (self._bus_read(addr, half)
+                | self._bus_read((addr + half) & 0xFFFFFFFF, half) << (8 * half))
+
+    def _bus_write(self, addr: int, size: int, value: int) -> bool:
+        """A write that missed RAM, to a device window; False when none holds it."""
+        hit = self._window(addr, size)
+        if hit is None:
+            return False
+        hit[0].write(hit[1], size, value, self.cpu_index)
+        return True
+
+    def peek(self, addr: int, size: int = 1) -> int:
+        """``size`` bytes at ``addr`` read with no side effect on any device."""
+        addr &= 0xFFFFFFFF
+        if addr + size <= self.size:
+            return int.from_bytes(self.view[addr:addr + size], "little")
+        hit = self._window(addr, size)
+        if hit is not None:
+            return hit[0].peek(hit[1], size, self.cpu_index)
+        if size == 1:
+            return self._bus_read(addr, 1)  # the alias or the empty bus: no device
+        return sum(self.peek(addr + i, 1) << (8 * i) for i in range(size))
 
     # -- reads -----------------------------------------------------------------
     def read8(self, addr: int) -> int:
         try:
             return self.view[addr]
         except IndexError:
-            if RESET_ALIAS <= addr <= 0xFFFFFFFF and self.size >= 0x100000:
-                return self.view[addr - RESET_ALIAS + 0xF0000]
-            return 0xFF
+            return self._bus_read(addr, 1)
 
     def read16(self, addr: int) -> int:
         try:
             return self._u16(self.view, addr)[0]
         except struct.error:
+            if addr >= self.size:
+                return self._bus_read(addr, 2)
             return self.read8(addr) | self.read8((addr + 1) & 0xFFFFFFFF) << 8
 
     def read32(self, addr: int) -> int:
         try:
             return self._u32(self.view, addr)[0]
         except struct.error:
+            if addr >= self.size:
+                return self._bus_read(addr, 4)
             return self.read16(addr) | self.read16((addr + 2) & 0xFFFFFFFF) << 16
 
     def read_bytes(self, addr: int, length: int) -> bytes:
+        """``length`` bytes from ``addr``; device windows are peeked (no side effect)."""
         if addr + length <= self.size:
             return bytes(self.view[addr : addr + length])
-        return bytes(self.read8((addr + i) & 0xFFFFFFFF) for i in range(length))
+        return bytes(self.peek((addr + i) & 0xFFFFFFFF) for i in range(length))
 
     # -- writes ----------------------------------------------------------------
     def _touch(self, addr: int, last: int) -> None:
@@ -99,6 +177,7 @@ class Memory:
         try:
             self.view[addr] = value
         except IndexError:
+            self._bus_write(addr, 1, value)
             return
         page = addr >> PAGE_SHIFT
         self.dirty[page] = 1
@@ -109,6 +188,8 @@ class Memory:
         try:
             self._p16(self.view, addr, value)
         except struct.error:
+            if addr >= self.size and self._bus_write(addr, 2, value):
+                return
             self.write8(addr, value & 0xFF)
             self.write8((addr + 1) & 0xFFFFFFFF, value >> 8)
             return
@@ -126,6 +207,8 @@ class Memory:
         try:
             self._p32(self.view, addr, value)
         except struct.error:
+            if addr >= self.size and self._bus_write(addr, 4, value):
+                return
             self.write16(addr, value & 0xFFFF)
             self.write16((addr + 2) & 0xFFFFFFFF, value >> 16)
             return
@@ -162,3 +245,67 @@ class Memory:
         self.code_pages[:] = bytes(len(self.code_pages))
         for listener in self.code_listeners:
             listener()
+
+    # -- the A20 gate ----------------------------------------------------------
+    @property
+    def a20(self) -> bool:
+        """Whether physical address bit 20 passes (the gate is on)."""
+        return type(self) is not A20MaskedMemory
+
+    def set_a20(self, enabled: bool) -> None:
+        """Open or close the A20 gate (see the module docstring). Bound methods taken
+        before keep the old behaviour: take them again."""
+        self.__class__ = Memory if enabled else A20MaskedMemory
+
+
+_NOT_A20 = 0xFFFFFFFF & ~(1 << 20)
+
+
+class A20MaskedMemory(Memory):
+    """``Memory`` while the A20 gate is off: every physical address has bit 20
+    cleared, so 0x100000-0x10FFEF read and write 0x0-0xFFEF (the 8086 wrap)."""
+
+    __slots__ = ()
+
+    def read8(self, addr: int) -> int:
+        return Memory.read8(self, addr & _NOT_A20)
+
+    def read16(self, addr: int) -> int:
+        if addr & 0xFFFFF == 0xFFFFF:  # the two bytes straddle the wrap
+            return self.read8(addr) | self.read8(addr + 1) << 8
+        return Memory.read16(self, addr & _NOT_A20)
+
+    def read32(self, addr: int) -> int:
+        if addr & 0xFFFFF > 0xFFFFC:
+            return self.read16(addr) | self.read16(addr + 2) << 16
+        return Memory.read32(self, addr & _NOT_A20)
+
+    def read_bytes(self, addr: int, length: int) -> bytes:
+        return bytes(Memory.read_bytes(self, (addr + i) & _NOT_A20, 1)[0]
+                     for i in range(length))
+
+    def peek(self, addr: int, size: int = 1) -> int:
+        return sum(Memory.peek(self, (addr + i) & _NOT_A20) << (8 * i) for i in range(size))
+
+    def write8(self, addr: int, value: int) -> None:
+        Memory.write8(self, addr & _NOT_A20, value)
+
+    def write16(self, addr: int, value: int) -> None:
+        if addr & 0xFFFFF == 0xFFFFF:
+            self.write8(addr, value & 0xFF)
+            self.write8(addr + 1, value >> 8)
+            return
+        Memory.write16(self, addr & _NOT_A20, value)
+
+    def write32(self, addr: int, value: int) -> None:
+        if addr & 0xFFFFF > 0xFFFFC:
+            self.write16(addr, value & 0xFFFF)
+            self.write16(addr + 2, value >> 16)
+            return
+        Memory.write32(self, addr & _NOT_A20, value)
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        for i, byte in enumerate(data):
+            Memory.write_bytes(self, (addr + i) & _NOT_A20, bytes([byte]))
+
+    load = write_bytes

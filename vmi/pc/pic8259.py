@@ -243,6 +243,14 @@ class PicPair:
         """The INT line to the CPU is raised."""
         return self.output
 
+    def peek_vector(self) -> int:
+        """The vector an acknowledge would give now, with no side effect."""
+        line = self.master.pending_line()
+        if line == CASCADE:
+            slave = self.slave.pending_line()
+            return self.slave.base | (7 if slave is None else slave)
+        return self.master.base | (7 if line is None else line)
+
     def acknowledge(self) -> int:
         """The CPU's INTA cycle: the vector to take (IR7's or IR15's vector if
         the request went away, the 8259's spurious interrupt)."""
