@@ -7,7 +7,8 @@ Physical addresses past the end of RAM behave as an empty bus: reads return
 all ones, writes are dropped (as on a PC with nothing decoding the address),
 except the top 64 KiB below 4 GiB, which read the 64 KiB at 0xF0000 as a PC's
 BIOS ROM is aliased there: the reset vector 0xFFFFFFF0 executes what was
-loaded at 0xFFFF0.
+loaded at 0xFFFF0 (and so does 0xFFEFFFF0, where the fetch lands while the A20
+gate is closed: a chipset decodes the BIOS in the top 2 MiB).
 
 Device windows (MMIO) live above the end of RAM, where the PC puts them (the
 local APIC at 0xFEE00000, the IOAPIC at 0xFEC00000): ``map_device`` adds one,
@@ -99,8 +100,11 @@ class Memory:
         if hit is not None:
             return hit[0].read(hit[1], size, self.cpu_index)
         if size == 1:
-            if RESET_ALIAS <= addr <= 0xFFFFFFFF and self.size >= 0x100000:
-                return self.view[addr - RESET_ALIAS + 0xF0000]
+            # the BIOS ROM below 4 GiB; with bit 20 masked off (the A20 gate closed,
+            # as at a reset vector fetch) 0xFFEFxxxx, which a chipset decodes as ROM too
+            if addr | 0x100000 >= RESET_ALIAS and addr <= 0xFFFFFFFF \
+                    and self.size >= 0x100000:
+                return self.view[(addr & 0xFFFF) + 0xF0000]
             return 0xFF
         half = size // 2  # split: each half finds its own place
         return (self._bus_read(addr, half)

@@ -27,6 +27,12 @@ What is wired, and how (see docs/pc.md):
   raises is taken at the next boundary the machine checks (at most a quantum
   later), as on a machine whose interrupt wires have latency.
 
+An instruction the model does not decode (``undefined opcode`` from the decoder:
+a real i686 may know it, so the guest's #UD would be the model's failure, not
+the guest's) stops the machine with ``MachineStopped`` naming the CPU, the
+address and the bytes, unless ``stop_on_unmodelled`` is False (then the guest
+gets the #UD, as a CPU without that instruction would give it).
+
 Everything a snapshot needs is in ``state()`` of the board's interrupt seam
 (``PcInterrupts``), so ``snapshot()``/``restore()``/``save()``/``load()`` of a
 ``PcMachine`` carry the devices as well.
@@ -40,7 +46,8 @@ from typing import Any
 from vmi.cpu import CPU
 from vmi.cpu.realmode import reset
 from vmi.devices import Console, IntervalTimer, PortBus
-from vmi.machine import Machine
+from vmi.cpu.platform import NativePlatform
+from vmi.machine import Machine, MachineStopped
 from vmi.pc.cga import Cga
 from vmi.pc.cmos import Cmos
 from vmi.pc.ide import Disk, IdeChannel
@@ -57,6 +64,35 @@ DEFAULT_MEMORY = 224 << 20
 DEFAULT_QUANTUM = 2000
 #: LVT delivery mode ExtINT (SDM Figure 10-8).
 _EXTINT = 7 << 8
+
+
+class UnmodelledWatch:
+    """The platform seam of a PC: delivers every event through ``inner`` (the native
+    platform, or a monitor), but stops the machine at an instruction the decoder
+    does not know (see the module docstring)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def deliver_exception(self, cpu: Any, exc: Any) -> None:
+        if exc.vector == 6 and exc.detail and "undefined opcode" in exc.detail:
+            from vmi.cpu.paging import fetch_code
+
+            try:
+                data = fetch_code(cpu, (cpu.seg_base[1] + cpu.eip) & 0xFFFFFFFF, 8)[0]
+            except Exception:  # noqa: BLE001 - the bytes are a courtesy of the report
+                data = b""
+            raise MachineStopped(
+                f"cpu{cpu.index}: an instruction the model does not implement at "
+                f"{cpu.sreg[1]:04x}:{cpu.eip:08x} (bytes {data.hex(' ')}; "
+                f"{exc.detail.split(': ', 1)[-1]})")
+        self.inner.deliver_exception(cpu, exc)
+
+    def deliver_interrupt(self, cpu: Any, vector: int) -> None:
+        self.inner.deliver_interrupt(cpu, vector)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class PcInterrupts:
@@ -151,9 +187,12 @@ class PcMachine(Machine):
 
     def __init__(self, *, cpus: int = 1, memory_size: int = DEFAULT_MEMORY,
                  disks: Sequence[Disk | None] = (), serial: Callable[[int], None] | None = None,
-                 quantum: int | None = DEFAULT_QUANTUM, platform: Any = None) -> None:
+                 quantum: int | None = DEFAULT_QUANTUM, platform: Any = None,
+                 stop_on_unmodelled: bool = True) -> None:
         if memory_size > 0xFEC00000:
             raise ValueError("a PC's RAM must end below the IOAPIC at 0xFEC00000")
+        if stop_on_unmodelled:
+            platform = UnmodelledWatch(NativePlatform() if platform is None else platform)
         super().__init__(cpus=cpus, memory_size=memory_size, platform=platform)
         self.quantum = quantum
         self.output = bytearray()
