@@ -560,7 +560,12 @@ def test_a_quantum_is_a_number_of_boundaries():
         with pytest.raises(ValueError, match="quantum"):
             Machine(memory_size=1 << 20, quantum=bad)
     assert Machine(memory_size=1 << 20).quantum is None
-    assert Machine(memory_size=1 << 20, quantum=250).quantum == 250
+    machine = Machine(memory_size=1 << 20, quantum=250)
+    assert machine.quantum == 250
+    with pytest.raises(ValueError, match="quantum"):
+        machine.quantum = 0
+    machine.quantum = None
+    assert machine.quantum is None
 
 
 def test_the_same_quantum_configuration_gives_the_same_trace():
@@ -603,23 +608,23 @@ def test_quantum_one_is_the_exact_interleaving():
 
 def test_a_run_cut_anywhere_ends_in_the_same_state_with_quanta():
     """The turn's progress survives the end of a run (and a snapshot): run(400) is
-    run(150) then run(250), also through a snapshot restored into a fresh machine."""
+    run(150) then run(280), also through a snapshot restored into a fresh machine."""
     whole = flat_machine(cpus=2, schedule=[(30, 1, 0x40)], quantum=100)
-    whole.run(400)
+    whole.run(430)
     cut = flat_machine(cpus=2, schedule=[(30, 1, 0x40)], quantum=100)
     cut.run(150)  # half way through CPU 1's turn
     snap = cut.snapshot()
     assert snap["quantum"] == 100 and snap["slice"] == 50
-    cut.run(250)
+    cut.run(280)
     again = flat_machine(cpus=2)  # no quantum: the snapshot's is restored with it
     again.restore(snap)
     assert again.quantum == 100
-    again.run(250)
+    again.run(280)
     assert cut.platform.interrupts == whole.platform.interrupts
     for machine in (cut, again):
         assert [c.state() for c in machine.cpus] == [c.state() for c in whole.cpus]
         assert machine.pic.state() == whole.pic.state()
-        assert machine.steps == whole.steps == 400
+        assert machine.steps == whole.steps == 430
 
 
 def test_a_snapshot_file_keeps_the_quantum(tmp_path):

@@ -219,7 +219,7 @@ class Machine:
     ) -> None:
         if cpus < 1:
             raise ValueError("a machine needs at least one CPU")
-        self.quantum = check_quantum(quantum)
+        self.quantum = quantum
         #: Boundaries the current turn has used (``run`` with a quantum).
         self._slice = 0
         self.memory = Memory(memory_size)
@@ -247,6 +247,17 @@ class Machine:
         self._base: MemoryImage | None = None  # memory equals it but for dirty pages
 
     # -- configuration ------------------------------------------------------
+    @property
+    def quantum(self) -> int | None:
+        """Boundaries ``run()`` gives each CPU per turn (None: one per turn with
+        several CPUs, exactly as ``step()``); see ``run``. Set it at any time: a
+        turn under way ends once it has had the new quantum."""
+        return self._quantum
+
+    @quantum.setter
+    def quantum(self, quantum: int | None) -> None:
+        self._quantum = check_quantum(quantum)
+
     def set_interleaving(self, interleaving: Sequence[int] | None) -> None:
         order = list(range(len(self.cpus))) if not interleaving else list(interleaving)
         for index in order:
@@ -380,8 +391,8 @@ class Machine:
         With a ``quantum`` N, see ``_run_quanta``: each turn of the interleaving
         gives its CPU up to N boundaries.
         """
-        if self.quantum is not None:
-            return self._run_quanta(max_steps, self.quantum)
+        if self._quantum is not None:
+            return self._run_quanta(max_steps, self._quantum)
         done = 0
         alone = len(set(self.interleaving)) == 1
         while done < max_steps:
@@ -417,48 +428,47 @@ class Machine:
         at turn changes: a store to a lock it spins on, an interrupt raised for it
         (an IPI through the PIC) are seen at its next turn. So the interleaving
         differs from ``step()``'s, but the same configuration (image, schedule,
-        interleaving, quantum) gives the same result and the same trace, whatever
-        ``max_steps`` the run is cut into (the turn's progress is kept in
-        ``_slice``, and in snapshots). The trace hashes one record per batch (CPU,
-        boundaries passed, EIP after); a batch of one boundary is hashed as
-        ``step()`` hashes it, so quantum 1 gives exactly ``step()``'s trace."""
+        interleaving, quantum) and the same ``run`` calls give the same trace, and
+        the state reached does not depend on how the boundaries are cut into
+        ``run`` calls (the turn's progress is kept in ``_slice``, and in snapshots).
+        The trace hashes one record per batch (CPU, boundaries passed, EIP after);
+        a batch of one boundary is hashed as ``step()`` hashes it, so quantum 1
+        gives exactly ``step()``'s trace."""
         done = 0
-        order = self.interleaving
+        order, cpus, count = self.interleaving, self.cpus, len(self.interleaving)
         while done < max_steps:
+            cpu = cpus[order[self._turn]]
             room = quantum - self._slice
-            if room <= 0:  # the quantum was lowered part way through a turn
-                self._turn = (self._turn + 1) % len(order)
-                self._slice = 0
-                continue
-            cpu = self.cpus[order[self._turn]]
-            room = min(room, max_steps - done)
-            limit = self._batch_limit(cpu)
-            if limit is not None:
-                room = min(room, limit)
-            # a batch of one boundary is one boundary: run as step() runs it (so
-            # quantum 1 costs what the exact interleaving does)
-            quiet, wake = self._quiet_steps(cpu, room) if room > 1 else (0, None)
+            if max_steps - done < room:
+                room = max_steps - done
             ran = 0
-            if quiet:
-                eip = cpu.eip
-                ran = self._run_quietly(cpu, quiet, wake)
-                if ran and self._trace is not None:
-                    record = (f"{cpu.index}:instruction:{eip:x}" if ran == 1
-                              else f"{cpu.index}:batch:{ran}")
-                    self._trace.update(f"{record}:{cpu.eip:x};".encode())
-            idle = stuck = False
-            if not ran:
-                _, kind, value = self._boundary(cpu)
-                ran = 1
-                idle = kind == "idle"
-                stuck = idle and value == 0
-            done += ran
-            self._slice += ran
-            if idle or self._slice >= quantum:
-                self._turn = (self._turn + 1) % len(order)
+            if room > 1:  # else one boundary: run as step() runs it
+                limit = self._batch_limit(cpu)
+                if limit is not None and limit < room:
+                    room = limit
+                quiet, wake = self._quiet_steps(cpu, room)
+                if quiet:
+                    eip = cpu.eip
+                    ran = self._run_quietly(cpu, quiet, wake)
+                    if ran and self._trace is not None:  # one boundary: as step() has it
+                        record = (f"{cpu.index}:instruction:{eip:x}" if ran == 1
+                                  else f"{cpu.index}:batch:{ran}")
+                        self._trace.update(f"{record}:{cpu.eip:x};".encode())
+            if ran:
+                done += ran
+                self._slice += ran
+                if self._slice >= quantum:
+                    self._turn = (self._turn + 1) % count
+                    self._slice = 0
+                continue
+            _, kind, value = self._boundary(cpu)
+            done += 1
+            self._slice += 1
+            if kind == "idle" or self._slice >= quantum:  # idle: nothing to do, next
+                self._turn = (self._turn + 1) % count
                 self._slice = 0
-            if stuck and self.all_stuck():
-                break
+                if kind == "idle" and value == 0 and self.all_stuck():
+                    break
         return done
 
     def _batch_limit(self, cpu: CPU) -> int | None:
@@ -586,7 +596,7 @@ class Machine:
         self._turn = snap["turn"]
         self.steps = snap["steps"]
         # snapshots from before quanta (and version 1 files) ran without one
-        self.quantum = check_quantum(snap.get("quantum"))
+        self.quantum = snap.get("quantum")
         self._slice = snap.get("slice", 0)
 
     def _dirty_pages(self) -> list[int]:
