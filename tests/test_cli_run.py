@@ -98,3 +98,25 @@ def test_text_summary_shows_the_monitor():
     assert result.output.startswith("vmi run: mode vmi, policy fixup, 1 CPU")
     for label in ("exits ", "emulated ", "patched ", "injected ", "window ", "iret16 "):
         assert any(line.startswith(label) for line in result.output.splitlines()), label
+
+
+def test_quantum_is_shown_and_one_is_the_exact_interleaving():
+    """Two CPUs run in quanta by default; --quantum 1 is the exact interleaving
+    (the steps of the machine stepped one boundary per CPU per turn): both hold."""
+    from vmi.machine import DEFAULT_QUANTUM
+    from vmi.system import boot_system
+
+    default = json.loads(invoke("--cpus", "2", "--json").output)
+    exact = json.loads(invoke("--cpus", "2", "--quantum", "1", "--json").output)
+    assert default["quantum"] == DEFAULT_QUANTUM and exact["quantum"] == 1
+    assert default["exit_status"] == exact["exit_status"] == 0
+    stepped = boot_system("native", cpus=2).machine
+    assert stepped.run(10_000_000) == exact["steps"] != default["steps"]
+    text = invoke("--cpus", "2", "--quantum", "250").output
+    assert text.startswith("vmi run: mode native, 2 CPUs (quantum 250), kernel macro set")
+
+
+def test_quantum_zero_is_a_usage_error():
+    result = invoke("--cpus", "2", "--quantum", "0")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--quantum" in result.output

@@ -510,3 +510,258 @@ def test_a_long_schedule_gives_the_same_trace_in_any_order():
     assert digests[0] == digests[1] == digests[2]
     assert delivered[0] == delivered[1] == delivered[2]
     assert all(cycles >= 40 for _cpu, _vector, _eip, cycles in delivered[0])
+
+
+# -- quanta: several boundaries per CPU per turn ----------------------------------------------
+# CPU 0 holds the lock at 0x3000 for a while, then releases it and halts; CPU 1 spins
+# on it, takes it with xchg, counts at 0x3004 and halts. IF stays clear: both halted
+# is the end (all_stuck).
+HOLDER = bytes.fromhex(
+    "b900100000"  # mov $0x1000,%ecx
+    "49" "75fd"  # busy: dec %ecx ; jne busy
+    "c70500300000" "00000000"  # movl $0,0x3000  (release)
+    "f4")  # hlt
+SPINNER = bytes.fromhex(
+    "833d0030000000" "75f7"  # spin: cmpl $0,0x3000 ; jne spin
+    "b801000000" "87050030" "0000"  # mov $1,%eax ; xchg %eax,0x3000
+    "85c0" "75e8"  # test %eax,%eax ; jne spin
+    "ff0504300000"  # incl 0x3004
+    "f4")  # hlt
+
+
+class RecordedTrace:
+    """A trace hash that also keeps each record hashed (to count them)."""
+
+    def __init__(self, digest, records: list) -> None:
+        self.digest, self.records = digest, records
+
+    def update(self, data: bytes) -> None:
+        self.records.append(data)
+        self.digest.update(data)
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
+def lock_machine(**kwargs) -> Machine:
+    machine = Machine(cpus=2, memory_size=1 << 20, platform=RecordingPlatform(), **kwargs)
+    machine.memory.load(0x1000, HOLDER)
+    machine.memory.load(0x2000, SPINNER)
+    machine.memory.write32(0x3000, 1)  # held by CPU 0 from the start
+    for cpu, start in zip(machine.cpus, (0x1000, 0x2000), strict=True):
+        cpu.enter_flat_mode(0)
+        cpu.eip = start
+        cpu.eflags = 0x2
+    return machine
+
+
+def test_a_quantum_is_a_number_of_boundaries():
+    for bad in (0, -3, 2.5, True, "100"):
+        with pytest.raises(ValueError, match="quantum"):
+            Machine(memory_size=1 << 20, quantum=bad)
+    assert Machine(memory_size=1 << 20).quantum is None
+    machine = Machine(memory_size=1 << 20, quantum=250)
+    assert machine.quantum == 250
+    with pytest.raises(ValueError, match="quantum"):
+        machine.quantum = 0
+    machine.quantum = None
+    assert machine.quantum is None
+
+
+def test_the_same_quantum_configuration_gives_the_same_trace():
+    """Quanta are deterministic: the same image, schedule, interleaving and quantum
+    give the same trace twice; another quantum gives another trace; and a trace does
+    not force stepping (the batches are hashed, far fewer records than boundaries)."""
+    def traced(quantum, interleaving=None):
+        machine = flat_machine(cpus=2, schedule=[(7, 0, 0x30), (300, 1, 0x31)],
+                               quantum=quantum, interleaving=interleaving)
+        for cpu in machine.cpus:
+            cpu.regs.ecx = 1000
+        machine.start_trace()
+        records = []
+        machine._trace = RecordedTrace(machine._trace, records)  # see each record too
+        assert machine.run(3000) == 3000
+        return machine.trace_digest(), records, [c.state() for c in machine.cpus]
+
+    first, records, states = traced(100)
+    assert traced(100) == (first, records, states)
+    assert len(records) < 3000 // 10 and any(b":batch:" in r for r in records)
+    assert traced(37)[0] != first
+    assert traced(100, [0, 1, 1])[0] != first
+    # the same boundaries as stepping, on each CPU: only the interleaving differs
+    assert sum(c["instructions"] for c in states) + 2 == 3000  # two interrupts taken
+
+
+def test_quantum_one_is_the_exact_interleaving():
+    """Quantum 1 passes one boundary per turn: the trace of step() bit for bit."""
+    digests, states = [], []
+    for quantum in (None, 1):
+        machine = flat_machine(cpus=2, schedule=[(7, 0, 0x30), (40, 1, 0x31)],
+                               interleaving=[0, 1, 1], quantum=quantum)
+        machine.start_trace()
+        machine.run(600)
+        digests.append(machine.trace_digest())
+        states.append(([c.state() for c in machine.cpus], machine.platform.interrupts,
+                       machine.steps))
+    assert digests[0] == digests[1] and states[0] == states[1]
+
+
+def test_a_run_cut_anywhere_ends_in_the_same_state_with_quanta():
+    """The turn's progress survives the end of a run (and a snapshot): run(400) is
+    run(150) then run(280), also through a snapshot restored into a fresh machine."""
+    whole = flat_machine(cpus=2, schedule=[(30, 1, 0x40)], quantum=100)
+    whole.run(430)
+    cut = flat_machine(cpus=2, schedule=[(30, 1, 0x40)], quantum=100)
+    cut.run(150)  # half way through CPU 1's turn
+    snap = cut.snapshot()
+    assert snap["quantum"] == 100 and snap["slice"] == 50
+    cut.run(280)
+    again = flat_machine(cpus=2)  # no quantum: the snapshot's is restored with it
+    again.restore(snap)
+    assert again.quantum == 100
+    again.run(280)
+    assert cut.platform.interrupts == whole.platform.interrupts
+    for machine in (cut, again):
+        assert [c.state() for c in machine.cpus] == [c.state() for c in whole.cpus]
+        assert machine.pic.state() == whole.pic.state()
+        assert machine.steps == whole.steps == 430
+
+
+def test_a_snapshot_file_keeps_the_quantum(tmp_path):
+    machine = flat_machine(cpus=2, quantum=64)
+    machine.run(100)
+    machine.save(tmp_path / "q.vmisnap")
+    fresh = flat_machine(cpus=2)
+    fresh.load(tmp_path / "q.vmisnap")
+    assert (fresh.quantum, fresh._slice) == (64, 36)
+    machine.run(200)
+    fresh.run(200)
+    assert [c.state() for c in fresh.cpus] == [c.state() for c in machine.cpus]
+
+
+def test_one_cpu_with_a_quantum_is_exactly_stepping():
+    """Alone, a quantum only bounds the batches: the timer program ends exactly as
+    stepped, whatever the quantum (a subclass relies on the bound, _batch_limit)."""
+    stepped = _timer_program()
+    for _ in range(5000):
+        stepped.step()
+    for quantum in (1, 7, 1000):
+        machine = _timer_program()
+        machine.quantum = quantum
+        assert machine.run(5000) == 5000
+        assert machine.cpus[0].state() == stepped.cpus[0].state()
+        assert (machine.memory.array == stepped.memory.array).all()
+        assert machine.pic.state() == stepped.pic.state()
+
+
+def test_batches_are_bounded_by_the_batch_limit():
+    """The hook: every quiet batch runs at most ``_batch_limit(cpu)`` boundaries."""
+    sizes = []
+
+    class Bounded(Machine):
+        def _batch_limit(self, cpu):
+            return 13
+
+        def _run_quietly(self, cpu, count, wake):
+            sizes.append(count)
+            return super()._run_quietly(cpu, count, wake)
+
+    for quantum in (None, 100):
+        sizes.clear()
+        machine = Bounded(memory_size=1 << 20, quantum=quantum)
+        machine.memory.load(0xFFFF0, bytes.fromhex("ebfe"))  # jmp . (real mode)
+        assert machine.run(1000) == 1000
+        assert sizes and max(sizes) == 13
+
+
+def test_a_cpu_spinning_on_a_held_lock_gets_it_with_quanta():
+    """CPU 1 spins on a lock CPU 0 holds for about 8,000 boundaries: with quanta of
+    500 each sees the other's stores at its next turn; CPU 1 takes the lock once
+    released, and the run ends when both halted (no livelock)."""
+    for quantum in (None, 500):
+        machine = lock_machine(quantum=quantum)
+        ran = machine.run(200_000)
+        assert machine.memory.read32(0x3004) == 1, quantum  # CPU 1 got the lock
+        assert machine.memory.read32(0x3000) == 1  # and holds it
+        assert all(cpu.halted for cpu in machine.cpus)
+        assert ran < 40_000  # stopped when both halted, not at the limit
+
+
+def test_an_interrupt_raised_for_another_cpu_is_taken_at_its_next_turn():
+    """An IPI (the PIC raising a vector for CPU 1) while CPU 0's turn runs: CPU 1
+    takes it at its first boundary, when its turn comes."""
+    machine = flat_machine(cpus=2, quantum=100)
+    for cpu in machine.cpus:
+        cpu.regs.ecx = 1000
+    machine.run(50)  # inside CPU 0's first turn
+    machine.pic.raise_vector(1, 0x44)
+    cycles = machine.cpus[1].cycles
+    machine.run(51)  # the rest of CPU 0's turn, and CPU 1's first boundary
+    assert machine.platform.interrupts == [(1, 0x44, 0x1000, cycles)]
+
+
+def test_a_scheduled_interrupt_for_cpu1_arrives_at_its_cycle_with_quanta():
+    """Batches stop at the cycle limit: the interrupt scheduled for CPU 1 is taken at
+    the first boundary of CPU 1 whose cycle count has reached its cycle, exactly as
+    with one boundary per turn, though CPU 1 runs whole batches of 1000."""
+    taken = []
+    for quantum in (None, 1000):
+        machine = flat_machine(cpus=2, schedule=[(333, 1, 0x30), (2000, 0, 0x31)],
+                               quantum=quantum)
+        for cpu in machine.cpus:
+            cpu.regs.ecx = 10_000
+        machine.run(6000)
+        taken.append(sorted(machine.platform.interrupts))
+    assert taken[0] == taken[1]
+    (cpu1,) = [entry for entry in taken[1] if entry[0] == 1]
+    assert 333 <= cpu1[3] < 333 + 3  # the first boundary at or past cycle 333
+
+
+def _interleaving_independent(system) -> dict:
+    """What the bundled workload gives whatever the interleaving: the console's lines
+    (the order in which tasks finish, and the jiffies of the last line, depend on
+    it), the system calls by name, signals, the shared work, the checks, each task's
+    end."""
+    summary = system.guest.summary()
+    counters = system.guest.counters()
+    console = re.sub(r"jiffies \d+", "jiffies N", summary["console"])
+    return {
+        "console": sorted(console.splitlines()),
+        "syscalls": summary["syscalls"]["by_name"],
+        "signals": summary["signals"],
+        "work": summary["work"],
+        "user_checks": summary["user_checks"],
+        "checks_failed": summary["checks_failed"],
+        "failures": summary["failures"],
+        "fixups": summary["exception_fixups"],
+        "tasks": [{k: t[k] for k in ("pid", "program", "state", "exit_code", "syscalls")}
+                  for t in summary["tasks"]],
+        "counters": {k: counters[k] for k in (
+            "tasks_exited", "tasks_alive", "system_halted", "kernel_oopses",
+            "mutual_exclusion_violations", "work_counter", "user_faults")},
+    }
+
+
+@pytest.mark.parametrize("mode", ["native", "vmi"])
+def test_the_bundled_two_cpu_workload_with_quanta_gives_the_same_results(mode):
+    """Two CPUs with the default quantum: the workload completes, every check holds,
+    and the console and counters equal those of the exact interleaving; a second run
+    is the same run (same trace)."""
+    from vmi.machine import DEFAULT_QUANTUM
+    from vmi.system import boot_system
+
+    exact = boot_system(mode, cpus=2)
+    exact.machine.run(10_000_000)
+    assert exact.guest.completed and not exact.guest.check_failures()
+    runs = []
+    for _ in range(2):
+        system = boot_system(mode, cpus=2)
+        system.machine.quantum = DEFAULT_QUANTUM
+        system.machine.start_trace()
+        steps = system.machine.run(10_000_000)
+        assert system.guest.completed
+        assert _interleaving_independent(system) == _interleaving_independent(exact)
+        runs.append((system.machine.trace_digest(), steps, system.guest.summary()))
+    assert runs[0] == runs[1]
+    # each CPU ran user tasks: the work was shared
+    assert all(cpu["sys_int80"] + cpu["sys_sysenter"] > 0 for cpu in runs[0][2]["per_cpu"])

@@ -8,6 +8,14 @@ each CPU's cycle counter. Interrupt schedules are data, ``(cycle, cpu,
 vector)``: the vector is raised on that CPU at the first boundary at which its
 cycle counter has reached ``cycle``. The same image, interleaving and
 schedule give the same trace, bit for bit (``trace_digest``).
+
+``run()`` passes many boundaries at once where nothing can happen between them
+(a *quiet batch* on the CPU's fast path). With several CPUs it interleaves them
+one boundary per turn, exactly as ``step()`` does, unless the machine has a
+``quantum``: then each turn of the interleaving gives its CPU up to ``quantum``
+boundaries, run as quiet batches that stop at the CPU's own events, before the
+next CPU's turn (see ``run``). Both are deterministic; only the exact
+interleaving (no quantum, or quantum 1) is the one ``step()`` gives.
 """
 
 from __future__ import annotations
@@ -44,6 +52,14 @@ class ScheduledInterrupt:
     cpu: int
     vector: int
 
+
+#: The quantum ``vmi run`` gives several CPUs: boundaries per CPU per turn. Measured
+#: on the bundled kernel's ``--cpus 2`` workload (benchmarks/smp.py): from about 300
+#: up, the speed no longer grows (1.5-2 M instructions/s against 0.45 one boundary
+#: per turn); 1,000 instructions, a few thousand cycles, stay well under a timer
+#: tick (33,000 cycles), so an interrupt or a lock released by another CPU is seen
+#: within a tenth of a tick, and the lockers still find their lock held.
+DEFAULT_QUANTUM = 1000
 
 PAGE = 4096
 #: Deltas a snapshot may stack on earlier ones before they are folded into one
@@ -153,6 +169,15 @@ def memory_image(memory: Any) -> MemoryImage:
     return memory if isinstance(memory, MemoryImage) else MemoryImage(full=memory)
 
 
+def check_quantum(quantum: int | None) -> int | None:
+    """``quantum`` if it is None or a whole number >= 1; else ``ValueError``."""
+    if quantum is not None and (isinstance(quantum, bool) or not isinstance(quantum, int)
+                                or quantum < 1):
+        raise ValueError(f"a quantum is a number of boundaries >= 1 (or None), "
+                         f"not {quantum!r}")
+    return quantum
+
+
 class SnapshotError(Exception):
     """A snapshot file that is not one, is damaged, or is of another format version."""
 
@@ -175,7 +200,11 @@ class Machine:
     exc)``, ``deliver_interrupt(cpu, vector)``): by default the native platform,
     which does what the hardware does; the VMI monitor is another platform.
     ``interleaving`` is a sequence of CPU indices used cyclically (default
-    round-robin).
+    round-robin): the turns. ``quantum`` is how many boundaries ``run()`` gives a
+    CPU per turn: None (the default) is one per turn with several CPUs, each a
+    ``step()``, as the race explorer and the debugger need; a number N >= 1 lets
+    each CPU run up to N boundaries per turn in quiet batches (N = 1 is the exact
+    interleaving again). See ``run``.
     """
 
     def __init__(
@@ -186,9 +215,13 @@ class Machine:
         platform: Any = None,
         interleaving: Sequence[int] | None = None,
         schedule: Iterable[ScheduledInterrupt | tuple[int, int, int]] = (),
+        quantum: int | None = None,
     ) -> None:
         if cpus < 1:
             raise ValueError("a machine needs at least one CPU")
+        self.quantum = quantum
+        #: Boundaries the current turn has used (``run`` with a quantum).
+        self._slice = 0
         self.memory = Memory(memory_size)
         self.cpus = [CPU(self.memory, index=i) for i in range(cpus)]
         for cpu in self.cpus:
@@ -214,6 +247,17 @@ class Machine:
         self._base: MemoryImage | None = None  # memory equals it but for dirty pages
 
     # -- configuration ------------------------------------------------------
+    @property
+    def quantum(self) -> int | None:
+        """Boundaries ``run()`` gives each CPU per turn (None: one per turn with
+        several CPUs, exactly as ``step()``); see ``run``. Set it at any time: a
+        turn under way ends once it has had the new quantum."""
+        return self._quantum
+
+    @quantum.setter
+    def quantum(self, quantum: int | None) -> None:
+        self._quantum = check_quantum(quantum)
+
     def set_interleaving(self, interleaving: Sequence[int] | None) -> None:
         order = list(range(len(self.cpus))) if not interleaving else list(interleaving)
         for index in order:
@@ -222,6 +266,7 @@ class Machine:
                                  f"{len(self.cpus)}")
         self.interleaving = order
         self._turn = 0
+        self._slice = 0
 
     def next_cpu(self) -> CPU:
         """The CPU the next ``step()`` runs (the interleaving's current turn)."""
@@ -284,6 +329,11 @@ class Machine:
         ``"exception"`` (value = vector delivered) or ``"idle"`` (value = cycles)."""
         cpu = self.cpus[self.interleaving[self._turn]]
         self._turn = (self._turn + 1) % len(self.interleaving)
+        return self._boundary(cpu)
+
+    def _boundary(self, cpu: CPU) -> tuple[int, str, int]:
+        """One boundary on ``cpu`` (``step()`` without moving the turn): raise what is
+        due, then take an interrupt, retire an instruction or idle."""
         self._raise_due(cpu)
         result = self._step_cpu(cpu)
         self.steps += 1
@@ -328,30 +378,105 @@ class Machine:
             raise MachineStopped(f"cpu{cpu.index}: {exc} at eip={cpu.eip:#x}") from None
 
     def run(self, max_steps: int) -> int:
-        """Step up to ``max_steps`` times; stop early when every CPU is halted
-        and nothing can wake any of them. Returns the steps taken.
+        """Step up to ``max_steps`` boundaries; stop early when every CPU is halted
+        and nothing can wake any of them. Returns the boundaries passed.
 
-        The result is exactly that of calling ``step()`` repeatedly. When only one
-        CPU runs and no trace is taken, stretches of boundaries at which nothing
-        can happen (no interrupt pending or due before the stretch ends, no
-        shadow, no single-stepping) run as one batch on the CPU's fast path.
+        Without a ``quantum`` the result is exactly that of calling ``step()``
+        repeatedly. When only one CPU runs and no trace is taken, stretches of
+        boundaries at which nothing can happen (no interrupt pending or due before
+        the stretch ends, no shadow, no single-stepping) run as one batch on the
+        CPU's fast path (of at most ``_batch_limit(cpu)`` boundaries, when that is
+        not None).
+
+        With a ``quantum`` N, see ``_run_quanta``: each turn of the interleaving
+        gives its CPU up to N boundaries.
         """
+        if self._quantum is not None:
+            return self._run_quanta(max_steps, self._quantum)
         done = 0
         alone = len(set(self.interleaving)) == 1
         while done < max_steps:
             if alone and self._trace is None:
                 cpu = self.cpus[self.interleaving[0]]
-                quiet, wake = self._quiet_steps(cpu, max_steps - done)
+                room = max_steps - done
+                limit = self._batch_limit(cpu)
+                quiet, wake = self._quiet_steps(cpu, room if limit is None else min(room, limit))
                 if quiet:
                     ran = self._run_quietly(cpu, quiet, wake)
                     if ran:
                         done += ran
+                        self._turn = (self._turn + ran) % len(self.interleaving)
                         continue
             cpu_index, kind, value = self.step()
             done += 1
             if kind == "idle" and value == 0 and self.all_stuck():
                 break
         return done
+
+    def _run_quanta(self, max_steps: int, quantum: int) -> int:
+        """``run`` with a quantum: the CPU of the interleaving's current turn passes
+        up to ``quantum`` boundaries, then the turn moves on. Within its turn a CPU
+        runs quiet batches (``_quiet_steps``/``_run_quietly``): each stops at the
+        CPU's next event (its timer deadline or a scheduled interrupt: the cycle
+        limit; a port write; an instruction setting IF or making a shadow; ``hlt``;
+        a fault's delivery), after which one boundary (``_boundary``) raises what
+        is due and takes what is pending, as ``step()`` would; where no batch can
+        run (an interrupt it can take now, halted, TF set) the boundary is all.
+
+        A turn ends early when its CPU idles (halted: nothing to do before its
+        next event, so the others run). Another CPU's doings reach this one only
+        at turn changes: a store to a lock it spins on, an interrupt raised for it
+        (an IPI through the PIC) are seen at its next turn. So the interleaving
+        differs from ``step()``'s, but the same configuration (image, schedule,
+        interleaving, quantum) and the same ``run`` calls give the same trace, and
+        the state reached does not depend on how the boundaries are cut into
+        ``run`` calls (the turn's progress is kept in ``_slice``, and in snapshots).
+        The trace hashes one record per batch (CPU, boundaries passed, EIP after);
+        a batch of one boundary is hashed as ``step()`` hashes it, so quantum 1
+        gives exactly ``step()``'s trace."""
+        done = 0
+        order, cpus, count = self.interleaving, self.cpus, len(self.interleaving)
+        while done < max_steps:
+            cpu = cpus[order[self._turn]]
+            room = quantum - self._slice
+            if max_steps - done < room:
+                room = max_steps - done
+            ran = 0
+            if room > 1:  # else one boundary: run as step() runs it
+                limit = self._batch_limit(cpu)
+                if limit is not None and limit < room:
+                    room = limit
+                quiet, wake = self._quiet_steps(cpu, room)
+                if quiet:
+                    eip = cpu.eip
+                    ran = self._run_quietly(cpu, quiet, wake)
+                    if ran and self._trace is not None:  # one boundary: as step() has it
+                        record = (f"{cpu.index}:instruction:{eip:x}" if ran == 1
+                                  else f"{cpu.index}:batch:{ran}")
+                        self._trace.update(f"{record}:{cpu.eip:x};".encode())
+            if ran:
+                done += ran
+                self._slice += ran
+                if self._slice >= quantum:
+                    self._turn = (self._turn + 1) % count
+                    self._slice = 0
+                continue
+            _, kind, value = self._boundary(cpu)
+            done += 1
+            self._slice += 1
+            if kind == "idle" or self._slice >= quantum:  # idle: nothing to do, next
+                self._turn = (self._turn + 1) % count
+                self._slice = 0
+                if kind == "idle" and value == 0 and self.all_stuck():
+                    break
+        return done
+
+    def _batch_limit(self, cpu: CPU) -> int | None:
+        """The most boundaries one quiet batch on ``cpu`` may pass (None: no limit
+        but the run's). By default the quantum: so a change the batch cannot see
+        (a subclass's device programmed by a memory-mapped write inside it) is
+        noticed within that many instructions. A subclass may lower it."""
+        return self.quantum
 
     def _quiet_steps(self, cpu: CPU, limit: int) -> tuple[int, int | None]:
         """How many boundaries CPU ``cpu`` may pass as one batch, and the cycle of its
@@ -382,7 +507,6 @@ class Machine:
         except UnsupportedSystemFeature as exc:  # EIP is on the refused instruction
             raise MachineStopped(f"cpu{cpu.index}: {exc} at eip={cpu.eip:#x}") from None
         self.steps += ran
-        self._turn = (self._turn + ran) % len(self.interleaving)
         return ran
 
     def all_stuck(self) -> bool:
@@ -423,6 +547,10 @@ class Machine:
             "interleaving": list(self.interleaving),
             "turn": self._turn,
             "steps": self.steps,
+            # with a quantum, how far the current turn is: a restored run goes on
+            # exactly as the machine would have
+            "quantum": self.quantum,
+            "slice": self._slice,
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -467,6 +595,9 @@ class Machine:
         self.interleaving = list(snap["interleaving"])
         self._turn = snap["turn"]
         self.steps = snap["steps"]
+        # snapshots from before quanta (and version 1 files) ran without one
+        self.quantum = snap.get("quantum")
+        self._slice = snap.get("slice", 0)
 
     def _dirty_pages(self) -> list[int]:
         """The pages written since the last snapshot or restore (memory marks each
@@ -596,5 +727,8 @@ def read_snapshot(path: str | Path) -> dict[str, Any]:
                 ("cpus", "devices", "schedule", "interleaving", "turn", "steps")}
     except KeyError as missing:
         raise SnapshotError(f"{path}: damaged snapshot (no {missing})") from None
+    for key in ("quantum", "slice"):  # absent from files written before quanta
+        if key in meta:
+            snap[key] = meta[key]
     snap["memory"] = np.frombuffer(raw, dtype=np.uint8).copy()
     return snap

@@ -6,6 +6,11 @@ CPUs, and runs the user programs (docs/guest.md) until all have exited. The
 summary comes from the kernel's own counters (read through the symbol
 table) and the machine's. Exit status 0 only when the workload completed and
 every check held.
+
+With several CPUs the machine gives each CPU a quantum of instruction
+boundaries per turn (``--quantum``, default ``vmi.machine.DEFAULT_QUANTUM``):
+deterministic like the exact one-boundary interleaving (``--quantum 1``), and
+about four times faster.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import click
 
+from vmi.machine import DEFAULT_QUANTUM
 from vmi.system import MODES, POLICIES
 
 
@@ -38,9 +44,13 @@ from vmi.system import MODES, POLICIES
               help="Give up after this many machine steps.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Vary the timer phase and CPU interleaving (0: round-robin, no delays).")
+@click.option("--quantum", type=click.IntRange(min=1), default=DEFAULT_QUANTUM,
+              show_default=True,
+              help="With several CPUs, the instruction boundaries each CPU runs per "
+                   "turn (1: the exact one-instruction interleaving, slower).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def command(mode: str, policy: str, macros: str | None, cpus: int, steps: int, seed: int,
-            as_json: bool) -> None:
+            quantum: int, as_json: bool) -> None:
     """Boot the guest kernel, run its workload to completion and summarise."""
     from vmi.machine import MachineStopped
     from vmi.system import SystemError_, boot_system
@@ -50,12 +60,16 @@ def command(mode: str, policy: str, macros: str | None, cpus: int, steps: int, s
     except SystemError_ as error:
         raise click.UsageError(f"--macros: {error}") from None
     machine, guest, monitor = system.machine, system.guest, system.monitor
+    # Quanta: one CPU's batches up to the next event or the quantum, then the next
+    # CPU's (Machine.run); on one CPU the result is the same whatever the quantum.
+    machine.quantum = quantum
     stopped = None
     try:
         guest.run(steps)
     except MachineStopped as error:
         stopped = error.reason
-    summary: dict[str, Any] = {"mode": mode, "seed": seed, **guest.summary()}
+    summary: dict[str, Any] = {"mode": mode, "seed": seed, "quantum": quantum,
+                               **guest.summary()}
     if monitor is not None:
         stats = monitor.stats.as_dict()
         summary["policy"] = system.policy
@@ -77,9 +91,10 @@ def command(mode: str, policy: str, macros: str | None, cpus: int, steps: int, s
 
 def _print_summary(s: dict[str, Any]) -> None:
     echo = click.echo
-    plural = "s" if s["cpus"] > 1 else ""
+    several = s["cpus"] > 1
+    cpus = f"{s['cpus']} CPUs (quantum {s['quantum']:,})" if several else "1 CPU"
     policy = f", policy {s['policy']}" if "policy" in s else ""
-    echo(f"vmi run: mode {s['mode']}{policy}, {s['cpus']} CPU{plural}, kernel macro set "
+    echo(f"vmi run: mode {s['mode']}{policy}, {cpus}, kernel macro set "
          f"{s['macros']}, seed {s['seed']}")
     echo("console:")
     for line in s["console"].splitlines():
