@@ -423,6 +423,12 @@ class Machine:
         is due and takes what is pending, as ``step()`` would; where no batch can
         run (an interrupt it can take now, halted, TF set) the boundary is all.
 
+        A turn is charged one boundary per instruction retired: the iterations of
+        a ``rep`` string instruction done in bulk (``CPU.rep_bulk``) count as the
+        one instruction they are, so a CPU clearing pages with ``rep stos`` does
+        not hand the others a quantum of spinning per page (``done`` and
+        ``max_steps`` still count every boundary).
+
         A turn ends early when its CPU idles (halted: nothing to do before its
         next event, so the others run). Another CPU's doings reach this one only
         at turn changes: a store to a lock it spins on, an interrupt raised for it
@@ -441,22 +447,23 @@ class Machine:
             room = quantum - self._slice
             if max_steps - done < room:
                 room = max_steps - done
-            ran = 0
+            ran = charged = 0
             if room > 1:  # else one boundary: run as step() runs it
                 limit = self._batch_limit(cpu)
                 if limit is not None and limit < room:
                     room = limit
                 quiet, wake = self._quiet_steps(cpu, room)
                 if quiet:
-                    eip = cpu.eip
+                    eip, bulk = cpu.eip, cpu.rep_bulk
                     ran = self._run_quietly(cpu, quiet, wake)
+                    charged = ran - (cpu.rep_bulk - bulk)
                     if ran and self._trace is not None:  # one boundary: as step() has it
                         record = (f"{cpu.index}:instruction:{eip:x}" if ran == 1
                                   else f"{cpu.index}:batch:{ran}")
                         self._trace.update(f"{record}:{cpu.eip:x};".encode())
             if ran:
                 done += ran
-                self._slice += ran
+                self._slice += charged
                 if self._slice >= quantum:
                     self._turn = (self._turn + 1) % count
                     self._slice = 0

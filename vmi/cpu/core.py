@@ -66,7 +66,7 @@ class CPU:
         "code_bits", "stack_bits", "mem", "icache", "cycles", "instructions", "halted", "msr",
         "platform", "io", "seg_attr", "shadow", "gdtr", "idtr", "ldtr", "tr", "dr", "tlb",
         "batch_ended", "faulted", "icaches", "accessor_cache", "rep_start", "rep_room", "rep_limit",
-        "rep_extra",
+        "rep_extra", "rep_bulk",
         "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
         "__weakref__",
     )
@@ -117,6 +117,9 @@ class CPU:
         self.rep_room = 1
         self.rep_limit = NO_LIMIT
         self.rep_extra = 0
+        #: Iterations of string instructions done in bulk, in all (a machine giving
+        #: CPUs turns counts such a stretch as one instruction: ``Machine.run``).
+        self.rep_bulk = 0
         self.regs = Registers(self)
         memory.code_listeners.append(self.forget_code)
         self.mode_changed()
@@ -385,6 +388,7 @@ class CPU:
                 retired = max_steps
         except (Halted, StopBatch):
             retired += 1 + self.rep_extra  # with the iterations done in bulk
+            self.rep_bulk += self.rep_extra
             self.rep_extra = 0
             self.cycles += cycles
             self.batch_ended = True

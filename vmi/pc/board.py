@@ -193,8 +193,8 @@ class PcMachine(Machine):
             raise ValueError("a PC's RAM must end below the IOAPIC at 0xFEC00000")
         if stop_on_unmodelled:
             platform = UnmodelledWatch(NativePlatform() if platform is None else platform)
-        super().__init__(cpus=cpus, memory_size=memory_size, platform=platform)
-        self.quantum = quantum
+        super().__init__(cpus=cpus, memory_size=memory_size, platform=platform,
+                         quantum=quantum)
         self.output = bytearray()
         self._serial = serial
         self._build_devices(list(disks) + [None] * (2 - len(disks)))
@@ -302,8 +302,6 @@ class PcMachine(Machine):
 
     def _run_quietly(self, cpu: CPU, count: int, wake: int | None) -> int:
         self.memory.cpu_index = cpu.index
-        if self.quantum is not None:
-            count = min(count, self.quantum)
         return super()._run_quietly(cpu, count, wake)
 
 
