@@ -10,8 +10,8 @@ import stat
 
 from click.testing import CliRunner
 
-from vmi.cli import main
 from tests.pc.test_board import boot_sector, disk_file
+from vmi.cli import main
 
 
 def run(*args: str):

@@ -44,9 +44,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vmi.cpu import CPU
+from vmi.cpu.platform import NativePlatform
 from vmi.cpu.realmode import reset
 from vmi.devices import Console, IntervalTimer, PortBus
-from vmi.cpu.platform import NativePlatform
 from vmi.machine import Machine, MachineStopped
 from vmi.pc.cga import Cga
 from vmi.pc.cmos import Cmos
