@@ -219,6 +219,21 @@ def test_a_changed_assembler_misses(cache, project, monkeypatch):
     assert cache.misses == before + 1
 
 
+def test_a_file_edited_while_it_is_assembled_is_not_stored(cache, project, monkeypatch):
+    real = imagecache._fresh
+
+    def edit_then_assemble(*args):
+        (project.parent / "part.S").write_text("    .set OTHER, 6\n")
+        return real(*args)
+
+    monkeypatch.setattr(imagecache, "_fresh", edit_then_assemble)
+    _build(cache, project)
+    assert cache.misses == 1 and cache.stored == 0
+    monkeypatch.setattr(imagecache, "_fresh", real)
+    _check_miss(cache, project)
+    assert cache.stored == 1
+
+
 def test_a_name_made_by_a_macro_is_never_cached(cache, tmp_path):
     path = tmp_path / "dyn.S"
     (tmp_path / "one.S").write_text("nop\n")

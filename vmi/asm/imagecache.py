@@ -13,10 +13,12 @@ SHA-256 of all of those:
   following every ``.include "name"`` and ``.incbin "name"`` written in them
   (resolved as the assembler resolves them, against the including file's
   directory), the bytes of each file named, or a marker when it is missing.
-  The search reads every such directive, even one in a macro body or a false
-  conditional, so it names a superset of what the assembler reads; a source
-  whose ``.include`` or ``.incbin`` names are not plain quoted literals (built
-  from a macro argument) is never cached;
+  The search reads every such directive, even one in a macro body, a false
+  conditional or a comment, so it names a superset of what the assembler reads;
+  a source with an ``.include`` or ``.incbin`` whose name is not a plain quoted
+  literal (built from a macro argument), outside a ``#`` comment, is never
+  cached. The key is taken again after assembling, and the image is stored only
+  if it has not changed (a file edited meanwhile);
 * **the parameters**: the macro set's name, the base, the file name and the
   defines in their order;
 * **the assembler**: a hash of every ``vmi/asm`` Python file and
@@ -310,7 +312,10 @@ class ImageCache:
                 return program
         program = _fresh(source, macros, base, filename, defines)
         self.misses += 1
-        if key is not None and self.enabled:  # not when reading refused something
+        if key is not None and self.enabled and key == image_key(
+                source, macros=macros, base=base, filename=filename, defines=defines):
+            # (not when reading refused something, nor when an included file changed
+            # while it was assembled: the image might not be the key's)
             what = {"source": filename, "macros": macros, "base": base,
                     "defines": dict(defines or {})}
             self._store(key, program, what)
