@@ -4,7 +4,9 @@ One kernel source (``kernel/kernel.S``) is assembled with each macro set
 (``native``, ``vmi``, ``naive``, ``vmi-split``, see docs/asm.md); the boot
 ROM, the vsyscall stub and the user programs use no hook and are assembled
 without one. Results are cached per macro set (per program and slot for the
-user programs), so tests pay for each assembly once per process.
+user programs), so tests pay for each assembly once per process, and on disk
+(``vmi.asm.imagecache``, keyed by a hash of the sources, the macro set and the
+defines), so a new process does not assemble them again.
 
 Memory map (docs/guest.md)::
 
@@ -23,7 +25,8 @@ from pathlib import Path
 
 from attrs import frozen
 
-from vmi.asm import Program, assemble
+from vmi.asm import Program
+from vmi.asm.imagecache import assemble_cached as assemble
 
 SOURCE_DIR = Path(__file__).parent
 KERNEL_SOURCE = SOURCE_DIR / "kernel" / "kernel.S"
