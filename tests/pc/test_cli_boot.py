@@ -192,3 +192,64 @@ def test_the_image_files_are_unchanged_without_write_disks(tmp_path):
     summary = json.loads(result.output)
     assert summary["disks"][0]["writes"] == 1
     assert path.read_bytes() == before
+
+
+def test_symbols_name_the_place_the_machine_stopped(tmp_path):
+    from vmi.asm import assemble
+    from vmi.asm.elf import program_sections, write_elf
+
+    source = ".code16\nnop\nbroken:\n.byte 0x0f, 0xae, 0xf8\nhlt\n"
+    program = assemble(source, base=0x7C00)
+    write_elf(tmp_path / "boot.elf", program_sections(program), program.symbols, 0x7C00)
+    path = disk_file(tmp_path, boot_sector(source[len(".code16\n"):]))
+    line = one_error_line(run("--disk", str(path), "--memory", "4M", "--steps", "100",
+                              "--symbols", str(tmp_path / "boot.elf")), "does not implement")
+    assert "<broken>" in line
+
+
+def test_symbols_that_are_not_an_elf_file(tmp_path):
+    path = disk_file(tmp_path, boot_sector("hlt"))
+    (tmp_path / "text.elf").write_text("hello")
+    one_error_line(run("--disk", str(path), "--symbols", str(tmp_path / "text.elf")),
+                   "text.elf", "not an ELF file")
+
+
+def test_an_interactive_session_types_into_the_guest_and_ctrl_bracket_leaves(tmp_path):
+    """On a terminal (a pty here) keys go to the guest and Ctrl-] ends the session."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    path = disk_file(tmp_path, boot_sector(PROMPTED))
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vmi", "boot", "--disk", str(path), "--memory", "4M"],
+        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    out = b""
+
+    def read_until(text: bytes, seconds: float = 60) -> None:
+        nonlocal out
+        deadline = time.monotonic() + seconds
+        while text not in out and time.monotonic() < deadline:
+            ready, _, _ = select.select([process.stdout], [], [], 0.5)
+            if ready:
+                out += os.read(process.stdout.fileno(), 1024)
+        assert text in out, out
+
+    try:
+        read_until(b">")
+        os.write(master, b"hal")
+        read_until(b"ibm")
+        os.write(master, b"\x1d")  # Ctrl-]
+        status = process.wait(timeout=60)
+    finally:
+        process.kill()
+        os.close(master)
+    error = process.stderr.read().decode()
+    assert status == 0, error
+    assert "Ctrl-] leaves" in error and "stopped: Ctrl-] pressed" in error
+    assert "Traceback" not in error
