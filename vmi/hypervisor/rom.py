@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-from attrs import frozen
+from typing import Any
 
-from vmi.asm import assemble
+from attrs import field, frozen
+
+from vmi.asm.imagecache import assemble_cached
 from vmi.hypervisor import layout
 
 #: Hypercall labels of rom.S -> the name the monitor dispatches on.
@@ -57,7 +59,14 @@ class Rom:
     unimplemented: frozenset[int]
     iret_window: Window
     sysexit_window: Window
-    listing: str
+    #: The assembled ``vmi.asm.Program`` (read back from the image cache when warm).
+    program: Any = field(repr=False, eq=False)
+
+    @property
+    def listing(self) -> str:
+        """The assembler's listing of rom.S (made on first use: a program read from
+        the image cache assembles the source again to make it)."""
+        return self.program.format_listing()
 
     @property
     def windows(self) -> tuple[Window, Window]:
@@ -98,8 +107,8 @@ def rom_source() -> tuple[str, str]:
 def build_rom() -> Rom:
     """Assemble rom.S, check its layout and seal the checksum."""
     text, path = rom_source()
-    program = assemble(text, macros=None, base=layout.ROM_LINEAR, filename=path,
-                       defines=rom_defines())
+    program = assemble_cached(text, macros=None, base=layout.ROM_LINEAR, filename=path,
+                              defines=rom_defines())
     image = bytearray(program.image)
     if len(image) != layout.ROM_SIZE:
         raise AssertionError(f"rom.S produced {len(image)} bytes, not {layout.ROM_SIZE}")
@@ -116,5 +125,4 @@ def build_rom() -> Rom:
                      symbols["vmi_sysexit_window_end"])
     if symbols["rom_code_end"] > layout.ROM_LINEAR + layout.ROM_SIZE - 1:
         raise AssertionError("rom.S code runs into the checksum byte")
-    return Rom(bytes(image), symbols, hypercalls, unimplemented, iret, sysexit,
-               program.format_listing())
+    return Rom(bytes(image), symbols, hypercalls, unimplemented, iret, sysexit, program)
