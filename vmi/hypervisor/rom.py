@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-
 from typing import Any
 
 from attrs import field, frozen
