@@ -302,3 +302,35 @@ def test_snapshot_restore_and_files_carry_the_devices(tmp_path):
     machine.restore(snap)
     machine.load(tmp_path / "pc.snap")
     assert machine.pic.state() == after_typing
+
+
+SPIN_AND_WAKE = """
+    xorw %ax, %ax
+    movw %ax, %ds
+    movl $0x1000, %ecx
+1:  incw 0x500              # the BSP counts while the AP counts elsewhere
+    loop 1b
+    hlt
+"""
+
+
+def test_two_cpu_runs_in_quanta_are_deterministic(tmp_path):
+    """The same PC, program and calls give the same trace, with both CPUs running
+    in quanta (the AP started by INIT/STARTUP partway)."""
+    ap_code = assemble(".code16\nxorw %ax, %ax\nmovw %ax, %ds\n1: incw 0x600\njmp 1b\n",
+                       base=0).image
+    digests, counts = [], []
+    for _ in range(2):
+        session, machine = boot(tmp_path, SPIN_AND_WAKE, memory_size=4 << 20, cpus=2)
+        machine.memory.write_bytes(0x9000, ap_code)
+        machine.start_trace()
+        machine.run(3_000)
+        machine.memory.cpu_index = 0
+        machine.memory.write32(apic.ApicBus.BASE + apic.ICR_HIGH, 1 << 24)
+        machine.memory.write32(apic.ApicBus.BASE + apic.ICR_LOW, 0x500)
+        machine.memory.write32(apic.ApicBus.BASE + apic.ICR_LOW, 0x609)
+        machine.run(20_000)
+        digests.append(machine.trace_digest())
+        counts.append((machine.memory.read16(0x500), machine.memory.read16(0x600)))
+    assert digests[0] == digests[1]
+    assert counts[0] == counts[1] and counts[0][1] > 0  # the AP ran, the same amount
