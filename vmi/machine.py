@@ -55,10 +55,11 @@ class ScheduledInterrupt:
 
 #: The quantum ``vmi run`` gives several CPUs: boundaries per CPU per turn. Measured
 #: on the bundled kernel's ``--cpus 2`` workload (benchmarks/smp.py): from about 300
-#: up, the speed no longer grows (1.5-2 M instructions/s against 0.45 one boundary
-#: per turn); 1,000 instructions, a few thousand cycles, stay well under a timer
-#: tick (33,000 cycles), so an interrupt or a lock released by another CPU is seen
-#: within a tenth of a tick, and the lockers still find their lock held.
+#: up, the speed no longer grows (1.7-2.9 M instructions per CPU-second, against
+#: 0.45-0.7 one boundary per turn); 1,000 instructions, a few thousand cycles, stay
+#: well under a timer tick (33,000 cycles), so an interrupt or a lock released by
+#: another CPU is seen within a tenth of a tick, and the lockers still find their
+#: lock held.
 DEFAULT_QUANTUM = 1000
 
 PAGE = 4096
@@ -251,7 +252,8 @@ class Machine:
     def quantum(self) -> int | None:
         """Boundaries ``run()`` gives each CPU per turn (None: one per turn with
         several CPUs, exactly as ``step()``); see ``run``. Set it at any time: a
-        turn under way ends once it has had the new quantum."""
+        turn under way that has already had the new quantum ends after one more
+        boundary."""
         return self._quantum
 
     @quantum.setter
