@@ -5,10 +5,13 @@ write (issue 20; docs/pc.md, "xv6's hook sites").
 the source, never to ``SRC``. The change is the same for every macro set; only
 the two files it adds differ:
 
-* ``x86.h``: ``cli()``, ``sti()`` and ``readeflags()`` (the EFLAGS read, which
-  pushcli/popcli, mycpu and sched use) take their instruction text from
-  ``vmi.h``; ``readeflags`` returns in ``%eax`` (``"=a"``), since the VMI call
-  GetInterruptMask returns there and the patcher expects ``pushfl; popl %eax``.
+* ``x86.h``: ``#include "vmi.h"`` just above ``readeflags`` (below ``stosb``,
+  the one x86.h function xv6's user library uses, so the user programs and their
+  debug line tables stay byte for byte stock's); ``cli()``, ``sti()`` and
+  ``readeflags()`` (the EFLAGS read, which pushcli/popcli, mycpu and sched use)
+  take their instruction text from ``vmi.h``; ``readeflags`` returns in
+  ``%eax`` (``"=a"``), since the VMI call GetInterruptMask returns there and the
+  patcher expects ``pushfl; popl %eax``.
 * ``trapasm.S``: trapret's ``iret`` becomes the ``IRET`` hook of the GNU as macro
   file ``vmi-hooks.S`` (``.include``\\ d at the top).
 * ``main.c``: ``vmiinit()``, the ROM probe and Init call (``probe.c`` here), run
@@ -70,9 +73,9 @@ def _probe() -> str:
 def edits() -> tuple[Edit, ...]:
     """The edits of the patch, in the order they are applied."""
     return (
-        Edit("x86.h", "// Routines to let C code use special x86 instructions.\n",
-             "// Routines to let C code use special x86 instructions.\n\n"
-             f'#include "{HEADER}"  // vmi: the hook sites of cli, sti and readeflags\n'),
+        Edit("x86.h", "static inline uint\nreadeflags(void)\n",
+             f'#include "{HEADER}"  // vmi: the hook sites of cli, sti and readeflags\n\n'
+             "static inline uint\nreadeflags(void)\n"),
         Edit("x86.h", '  asm volatile("pushfl; popl %0" : "=r" (eflags));\n',
              '  asm volatile(VMI_READEFLAGS : "=a" (eflags) : : "cc");\n'),
         Edit("x86.h", '  asm volatile("cli");\n', '  asm volatile(VMI_CLI : : : "cc");\n'),
