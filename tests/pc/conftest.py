@@ -4,7 +4,8 @@ The xv6 source tree is ``$VMI_XV6_SRC``, else /work/shared/data/xv6-public (the
 read-only copy CI provides). Without it the xv6 tests are skipped, except under
 ``CI=true``, where a missing tree is a failure (CI must not go green by skipping
 them). Without a host toolchain that can build xv6 (gcc -m32, make, binutils,
-perl) they are skipped with the reason.
+perl) they are skipped with the reason. ``xv6_patched`` builds xv6 with vmi's
+patch (``--macros``), once per macro set per session.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from attrs import define, field
 
 if TYPE_CHECKING:
     from vmi.pc.xv6 import Xv6Build
@@ -97,3 +99,38 @@ def xv6_build(xv6_built: tuple[Xv6Build, str]) -> Xv6Build:
     ``image`` xv6.img, ``fs_image`` fs.img, ``kernel`` the ELF, ``bootblock``), for
     every test that boots or inspects it. Do not write to its files."""
     return xv6_built[0]
+
+
+@define(eq=False)
+class PatchedBuilds:
+    """xv6 built with vmi's patch (``vmi xv6 build --macros``), one build per macro
+    set per test session, made when first asked for. ``digest_before`` is the
+    source tree's digest taken before the first of them."""
+
+    source: Path
+    root: Path
+    digest_before: str
+    _builds: dict[str, Xv6Build] = field(factory=dict)
+
+    def get(self, macros: str) -> Xv6Build:
+        """The build with macro set ``macros`` (``native``, ``vmi``, ``naive``, or
+        ``stock``: unpatched, the reference the others are compared with).
+
+        Every build's directory name has the same length: the build path is in the
+        user programs' debug information, so a longer one makes every program in
+        fs.img longer, and ``ls`` would print other sizes for the same code."""
+        from vmi.pc.xv6 import build_xv6
+
+        if macros not in self._builds:
+            directory = self.root / macros.ljust(8, "_")
+            self._builds[macros] = build_xv6(self.source, directory, macros=macros)
+        return self._builds[macros]
+
+
+@pytest.fixture(scope="session")
+def xv6_patched(tmp_path_factory: pytest.TempPathFactory) -> PatchedBuilds:
+    """The session's patched xv6 builds: ``xv6_patched.get("vmi")`` and so on."""
+    source = require_xv6_source()
+    require_toolchain()
+    return PatchedBuilds(source=source, root=tmp_path_factory.mktemp("xv6-patched"),
+                         digest_before=tree_digest(source))

@@ -26,19 +26,28 @@ def command() -> None:
 @click.option("--force", is_flag=True,
               help="Build into a non-empty DIR that holds no earlier build (only the "
                    "names above are replaced).")
+@click.option("--macros", type=click.Choice(["stock", "native", "vmi", "naive"]),
+              default="stock", metavar="SET",
+              help="stock (default): xv6 as it is. native, vmi, naive: with vmi's "
+                   "patch, the hooks of cli, sti, readeflags and trapret's iret being "
+                   "the plain instructions, VMI hook sites, or inline stores to the "
+                   "virtual IF (naive runs only under a hypervisor).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result as one JSON object.")
-def build(source: Path, output: Path, jobs: int | None, force: bool, as_json: bool) -> None:
+def build(source: Path, output: Path, jobs: int | None, force: bool, macros: str,
+          as_json: bool) -> None:
     """Build xv6 from its source tree SRC into DIR (SRC is never written).
 
     xv6's own Makefile runs in a copy of SRC in DIR/build (make's output goes
     to DIR/build.log), with only GCC 12's warnings array-bounds and
     infinite-recursion kept from being errors; the images, the kernel ELF and
-    the boot sector are copied into DIR. An earlier build in DIR is replaced."""
+    the boot sector are copied into DIR. An earlier build in DIR is replaced.
+    With --macros other than stock, vmi's patch is applied to the copy (checked
+    against SRC first: a tree it does not fit is refused, nothing written)."""
     from vmi.pc.xv6 import Xv6BuildError, Xv6MakeError, build_xv6
 
     try:
-        result = build_xv6(source, output, jobs=jobs, force=force)
+        result = build_xv6(source, output, jobs=jobs, force=force, macros=macros)
     except Xv6MakeError as error:
         for line in error.tail:
             click.echo(f"  {line}", err=True)
@@ -62,5 +71,11 @@ def format_report(report: dict) -> list[str]:
     lines = [f"{name:<{width}}  {info['bytes']:>{size_width},} bytes  {info['path']}"
              for name, info in files.items()]
     lines.append(f"build tree: {report['build']} (make's output: {report['log']})")
+    macros = report.get("macros", "stock")
+    if macros != "stock":
+        sites = report.get("sites") or {}
+        counted = ", ".join(f"{name} {count}" for name, count in sites.items())
+        lines.append(f"macros: {macros} (vmi's patch; hook sites: "
+                     f"{counted or 'none, the hooks are inline'})")
     lines.append(f"boot it: {report['boot']}")
     return lines

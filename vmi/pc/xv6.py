@@ -23,6 +23,11 @@ What the build changes from a stock ``make xv6.img fs.img``, and why:
 * The copy is made writable (CI lays the shared tree out without write bits and a
   copy keeps them) and ``make clean`` runs first, so objects built in the source
   tree with other flags are not reused.
+* With ``macros`` other than ``stock``, vmi's own patch (``vmi.pc.xv6patch``: the
+  seed's hook sites, the VMI ROM probe and Init call) is applied to the copy, with
+  that macro set's hooks; the patch is checked against the source before anything
+  is written. ``annotations(kernel)`` reads the hook-site records back from the
+  kernel ELF (docs/pc.md, "xv6's hook sites").
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
+
+from vmi.asm.program import Annotation
+from vmi.pc.xv6patch import MACRO_SETS, Xv6PatchError, apply, plan
 
 #: Files whose absence means ``source`` is not an xv6 (x86) tree, in the order they
 #: are checked: the Makefile and what its xv6.img and fs.img rules need first.
@@ -107,6 +115,9 @@ class Xv6Build:
     bootblock: Path
     build_dir: Path
     log: Path
+    #: The macro set the kernel was built with (``vmi.pc.xv6patch.MACRO_SETS``;
+    #: ``stock``: xv6 unpatched).
+    macros: str = "stock"
 
     def files(self) -> dict[str, Path]:
         """The products by file name, in the order they are reported."""
@@ -124,7 +135,8 @@ class Xv6Build:
                 "build": str(self.build_dir), "log": str(self.log),
                 "files": {name: {"path": str(path), "bytes": path.stat().st_size}
                           for name, path in self.files().items()},
-                "boot": self.boot_command()}
+                "boot": self.boot_command(), "macros": self.macros,
+                "sites": site_counts(annotations(self.kernel))}
 
 
 def check_source(source: Path) -> None:
@@ -197,7 +209,8 @@ def check_output(source: Path, output: Path, *, force: bool) -> None:
 
 
 def build_xv6(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
-              jobs: int | None = None, force: bool = False) -> Xv6Build:
+              jobs: int | None = None, force: bool = False,
+              macros: str = "stock") -> Xv6Build:
     """Build xv6 from the tree ``source`` into the directory ``output``.
 
     Checks everything a person can get wrong before writing anything (the source
@@ -206,24 +219,34 @@ def build_xv6(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
     None: one per CPU) logging to ``output/build.log``, and copies the products
     into ``output``. On a make failure (``Xv6MakeError``) the products of an
     earlier build in ``output`` are left as they were. ``source`` is never written.
+    ``macros`` (``stock``, ``native``, ``vmi``, ``naive``) chooses vmi's patch and
+    its hooks (``vmi.pc.xv6patch``); ``stock`` builds xv6 as it is.
     """
     source = Path(source)
     output = Path(output)
     if jobs is not None and jobs < 1:
         raise Xv6BuildError(f"--jobs {jobs}: must be at least 1")
+    if macros not in MACRO_SETS:
+        raise Xv6BuildError(f"--macros {macros}: not a macro set (choose one of "
+                            f"{', '.join(MACRO_SETS)})")
     check_source(source)
+    try:
+        patched = plan(source, macros)
+    except Xv6PatchError as error:
+        raise Xv6BuildError(str(error)) from None
     check_output(source, output, force=force)
     check_tools()
     build = output / BUILD_DIR
     log = output / LOG
     try:
         output.mkdir(parents=True, exist_ok=True)
-        (output / MARKER).write_text(json.dumps({"source": str(source.resolve())}) + "\n",
-                                     encoding="utf-8")
+        (output / MARKER).write_text(json.dumps({"source": str(source.resolve()),
+                                                 "macros": macros}) + "\n", encoding="utf-8")
         _remove(build)
         _remove(log)
         shutil.copytree(source, build, ignore=shutil.ignore_patterns(".git"))
         _make_writable(build)
+        apply(patched, build)
         (build / WRAPPER).write_text(
             "# Written by vmi (vmi/pc/xv6.py): xv6's Makefile, with GCC 12's new\n"
             "# warnings kept as warnings (-Werror stays on for everything else).\n"
@@ -242,7 +265,74 @@ def build_xv6(source: str | os.PathLike[str], output: str | os.PathLike[str], *,
         raise Xv6BuildError(f"{error.filename or output}: {error.strerror or error}") from None
     return Xv6Build(source=source, output=output, image=output / "xv6.img",
                     fs_image=output / "fs.img", kernel=output / "kernel",
-                    bootblock=output / "bootblock", build_dir=build, log=log)
+                    bootblock=output / "bootblock", build_dir=build, log=log, macros=macros)
+
+
+#: The section holding the hook-site records, and the size of one record
+#: (``.long site; .byte call, site_length, native_length, 0``; docs/asm.md).
+ANNOTATION_SECTION = ".vmi.annotation"
+ANNOTATION_RECORD = 8
+#: Short names of the VMI calls xv6's sites make, for reports.
+CALL_NAMES = {36: "cli", 35: "sti", 37: "pushf", 39: "iret"}
+
+
+def elf_section(path: str | os.PathLike[str], name: str) -> bytes | None:
+    """The contents of section ``name`` of the ELF32 file ``path`` (None if it has no
+    such section); ``Xv6BuildError`` if the file is not a readable ELF32 image."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise Xv6BuildError(f"{path}: {error.strerror or error}") from None
+    if data[:4] != b"\x7fELF" or len(data) < 52 or data[4] != 1:
+        raise Xv6BuildError(f"{path}: not an ELF32 file")
+    shoff = int.from_bytes(data[0x20:0x24], "little")
+    shentsize = int.from_bytes(data[0x2E:0x30], "little")
+    shnum = int.from_bytes(data[0x30:0x32], "little")
+    shstrndx = int.from_bytes(data[0x32:0x34], "little")
+    headers = []
+    for index in range(shnum):
+        at = shoff + index * shentsize
+        fields = data[at:at + 40]
+        if len(fields) < 40:
+            raise Xv6BuildError(f"{path}: section header {index} runs past the end of the file")
+        headers.append([int.from_bytes(fields[k:k + 4], "little") for k in range(0, 40, 4)])
+    if not headers or shstrndx >= len(headers):
+        return None
+    strings = headers[shstrndx]
+    names = data[strings[4]:strings[4] + strings[5]]
+    for header in headers:
+        end = names.find(b"\0", header[0])
+        if names[header[0]:end].decode("latin-1") == name:
+            if header[1] == 8:  # SHT_NOBITS
+                return bytes(header[5])
+            return data[header[4]:header[4] + header[5]]
+    return None
+
+
+def annotations(kernel: str | os.PathLike[str]) -> list[Annotation]:
+    """The VMI hook-site records of the kernel ELF ``kernel`` (its
+    ``.vmi.annotation`` section), each a ``vmi.asm.Annotation`` (``site``, ``call``,
+    ``site_length``, ``native_length``; ``attrs.astuple`` gives the tuple), in the
+    order the linker laid them out. A kernel without the section has none."""
+    data = elf_section(kernel, ANNOTATION_SECTION)
+    if data is None:
+        return []
+    if len(data) % ANNOTATION_RECORD:
+        raise Xv6BuildError(f"{kernel}: {ANNOTATION_SECTION} holds {len(data)} bytes, not "
+                            f"whole {ANNOTATION_RECORD}-byte records")
+    return [Annotation(int.from_bytes(data[k:k + 4], "little"), data[k + 4], data[k + 5],
+                       data[k + 6]) for k in range(0, len(data), ANNOTATION_RECORD)]
+
+
+def site_counts(notes: list[Annotation]) -> dict[str, int]:
+    """How many sites there are per VMI call, by short name (``cli``, ``sti``,
+    ``pushf``, ``iret``, in that order; another call as ``call N``); calls without
+    a site are left out."""
+    counts = dict.fromkeys(CALL_NAMES.values(), 0)
+    for note in notes:
+        name = CALL_NAMES.get(note.call, f"call {note.call}")
+        counts[name] = counts.get(name, 0) + 1
+    return {name: count for name, count in counts.items() if count}
 
 
 def _c_locale(environment: Mapping[str, str]) -> dict[str, str]:
