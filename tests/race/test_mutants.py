@@ -50,6 +50,7 @@ class Mutant:
 #: ``vmi race`` with no options: --mode vmi --policy defer, every path, depth 1
 DEFAULT: tuple[str, ...] = ()
 FIXUP_IRET = ("--mode", "vmi", "--policy", "fixup", "--path", "iret")
+IRET_FAULT = ("--mode", "vmi", "--path", "iret-fault")
 
 CATALOGUE = (
     Mutant("defer-forgets-redelivery",
@@ -95,6 +96,27 @@ CATALOGUE = (
            "\tpushfl\t\t\t\t# EFLAGS: the real IF is 1, IOPL 0\n",
            "\tpushl $0x202\t\t\t# EFLAGS: the real IF is 1, IOPL 0\n",
            (DEFAULT,), frozenset({"transparency"}), default=True),
+    Mutant("iret-fault-reflected-past-the-site",
+           "a fault of the ROM's iret is reflected at the call's return address instead "
+           "of the IRET site the kernel's exception table names",
+           "hypervisor/monitor.py",
+           "                cpu.eip = (ret - 5) & M32\n                vcpu.vif = 0",
+           "                cpu.eip = ret & M32\n                vcpu.vif = 0",
+           (IRET_FAULT, DEFAULT), frozenset({"liveness"}), default=True),
+    Mutant("iret-fault-reflected-in-the-rom",
+           "the monitor looks for the ROM's iret at the IRET window's start, so a fault "
+           "of the iret is reflected inside the ROM, where no exception-table entry is",
+           "hypervisor/monitor.py",
+           "            if linear == self._iret_insn:",
+           "            if linear == self.rom.iret_window.start:",
+           (IRET_FAULT, DEFAULT), frozenset({"liveness"}), default=True),
+    Mutant("iret-fault-keeps-virtual-if",
+           "a fault of the ROM's iret is reflected with the virtual IF the ROM already "
+           "took from the refused frame (natively the fault finds interrupts off)",
+           "hypervisor/monitor.py",
+           "                vcpu.vif = 0  # as before the call",
+           "                pass  # as before the call",
+           (IRET_FAULT,), frozenset({"nesting", "transparency", "lost-work", "liveness"})),
     Mutant("no-sti-shadow",
            "STI enables interrupts at once, with no one-instruction shadow",
            "cpu/ops/misc.py",

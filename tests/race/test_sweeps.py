@@ -21,7 +21,7 @@ def broken(mode: str, policy: str, macros: str | None, path: str, depth: int = 1
 
 
 @pytest.mark.parametrize("mode,policy,macros", SAFE)
-@pytest.mark.parametrize("path", ["iret", "sysexit", "spinlock", "iret16"])
+@pytest.mark.parametrize("path", ["iret", "sysexit", "spinlock", "iret16", "iret-fault"])
 def test_safe_kernels_hold_every_invariant_at_depth_1(mode, policy, macros, path):
     sc, report = broken(mode, policy, macros, path)
     assert len(report.outcomes) == len(sc.boundaries) > 5

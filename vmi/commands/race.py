@@ -24,9 +24,9 @@ from vmi.commands import UsageLine, UserError, check_output
 from vmi.race.names import INVARIANTS, MAX_DEPTH
 from vmi.system import MODES, POLICIES
 
-PATH_CHOICES = ("iret", "sysexit", "spinlock", "iret16", "all")
+PATH_CHOICES = ("iret", "sysexit", "spinlock", "iret16", "iret-fault", "all")
 #: ``all``: every path of one CPU
-ALL_PATHS = ["iret", "sysexit", "spinlock", "iret16"]
+ALL_PATHS = ["iret", "sysexit", "spinlock", "iret16", "iret-fault"]
 VECTORS = {"console": 0x21, "timer": 0x20}
 
 

@@ -48,8 +48,9 @@ PROGRAM_SLOT = 0x1_0000
 MAX_CPUS = 4
 MAX_TASKS = 16
 #: The user programs in vmi/guest/user/ (besides lib.S and vsyscall.S). ``callgate``
-#: is not in the default workload (``loader.DEFAULT_WORKLOAD``); tests boot it.
-PROGRAMS = ("syscalls", "locker", "fpu", "stack16", "callgate")
+#: and ``badseg`` are not in the default workload (``loader.DEFAULT_WORKLOAD``);
+#: tests and the race explorer's ``iret-fault`` path boot them.
+PROGRAMS = ("syscalls", "locker", "fpu", "stack16", "callgate", "badseg")
 
 
 @frozen

@@ -26,6 +26,10 @@ from vmi.guest.build import (
 
 #: The workload `vmi run` boots: one of each program, two lockers to contend.
 DEFAULT_WORKLOAD = ("syscalls", "locker", "locker", "fpu", "stack16")
+#: The workload of the race explorer's ``iret-fault`` path: ``badseg``, whose return
+#: IRET faults (it is killed with SIGSEGV through iret_exc), then ``syscalls``, which
+#: runs once it is gone.
+IRET_FAULT_WORKLOAD = ("badseg", "syscalls")
 
 #: Offsets in kernel/defs.S.
 BP_NR_CPUS, BP_NR_TASKS, BP_SYSENTER_RETURN, BP_PIT_DIVISOR = 0, 4, 8, 12

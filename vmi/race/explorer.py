@@ -330,7 +330,7 @@ def prepare(config: Config) -> Scenario:
     began = time.perf_counter()
     spec = PATHS[config.path]
     system = boot_system(config.mode, policy=config.policy, macros=config.macros,
-                         cpus=config.cpus, seed=config.seed)
+                         cpus=config.cpus, seed=config.seed, workload=spec.workload)
     machine = system.machine
     monitor = system.monitor
     symbols = system.symbols

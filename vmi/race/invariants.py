@@ -57,7 +57,13 @@ kernel stack; once the stack pointer has gone below that frame's base and come
 back above it, the frame's pops have begun, and an external interrupt that
 interrupts kernel code there builds its frame under a half-popped one. An
 interrupt handler entered with interrupts on is a nesting failure too (nothing
-keeps a second interrupt out of its entry).
+keeps a second interrupt out of its entry). A return that faults there (an IRET
+the processor refuses: the ``iret-fault`` path) is abandoned, not resumed: the
+fault's handler runs on the half-popped frame and its fixup (2.6.16's
+``iret_exc``) rebuilds the frame from what is left, so from the fault until the
+fixup's own pushes have gone below the base again an interrupt there is not
+nested in the return (natively ``iret_exc`` takes interrupts at once: its first
+instruction is STI). Once rebuilt, the frame's pops are checked as before.
 """
 
 from __future__ import annotations
@@ -133,6 +139,13 @@ class Checker:
     _entries: dict[int, _UserEntry] = field(factory=dict)  # thread_info -> entry
     _built: dict[int, bool] = field(factory=dict)  # thread_info -> user frame complete
     _in_handler: dict[tuple[int, int], int] = field(factory=dict)  # (cpu, ESP) -> vector
+    #: thread_info -> the ESP a fault interrupted while that thread's user frame was
+    #: being popped (its return abandoned until the fault's handling comes back there)
+    _faulted: dict[int, int] = field(factory=dict)
+    #: thread_info -> whether its abandoned frame is being rebuilt (the fixup runs)
+    _rebuilding: dict[int, bool] = field(factory=dict)
+    #: thread_info -> the ESP an interrupt taken during a rebuild returns to
+    _held: dict[int, int] = field(factory=dict)
     _waited: list[int] = field(factory=list)  # per CPU: user instructions while pending
     _returned: list[Any] = field(factory=list)  # per CPU: a return no instruction saw yet
     _failures: tuple[int, ...] = ()
@@ -262,8 +275,28 @@ class Checker:
         view = self.view
         esp = cpu.r[ESP]
         thread, base = view.frame_base(esp)
-        if esp <= base and thread in self._built:
+        if eip in view.interrupt_stubs and self._rebuilding.get(thread):
+            interrupted = (esp + 12) & M32  # the processor pushed EIP, CS, EFLAGS
+            if view.read32((esp + 4) & M32) & 3 != 3 and interrupted > base:
+                # an interrupt taken in the rebuild: its pushes are not the rebuild's
+                self._held[thread] = interrupted
+        held = self._held.get(thread)
+        if held is not None and esp >= held:
+            del self._held[thread]  # the interrupt taken in the rebuild has returned
+            held = None
+        if esp <= base and thread in self._built and held is None:
             self._built[thread] = True
+            self._rebuilding.pop(thread, None)
+        faulted = self._faulted.get(thread)
+        if faulted is not None and esp >= faulted:
+            # the fault's handling came back to where it struck, now at its fixup:
+            # the frame is rebuilt from there (built again once ESP is below its base)
+            del self._faulted[thread]
+            self._built[thread] = False
+            self._rebuilding[thread] = True
+        error_code = view.exception_entries.get(eip)
+        if error_code is not None:
+            self._exception_entry(cpu, error_code)
         if eip == view.common_interrupt:
             found = self._interrupt_entry(cpu)
             if found:
@@ -318,6 +351,20 @@ class Checker:
             self._waited[index] = 0
         return None
 
+    def _exception_entry(self, cpu: Any, error_code: bool) -> None:
+        """A processor exception was just delivered: one that struck kernel code while
+        the user frame's pops had begun (a faulting return) abandons that return."""
+        view = self.view
+        esp = cpu.r[ESP]
+        words = 4 if error_code else 3  # [error code] EIP CS EFLAGS
+        cs = view.read32((esp + 4 * (words - 2)) & M32)
+        if cs & 3 == 3:
+            return
+        interrupted = (esp + 4 * words) & M32
+        thread, base = view.frame_base(interrupted)
+        if self._built.get(thread) and interrupted > base:
+            self._faulted[thread] = interrupted
+
     def _interrupt_entry(self, cpu: Any) -> Violation | None:
         view = self.view
         esp = cpu.r[ESP]
@@ -340,6 +387,10 @@ class Checker:
             return None
         interrupted = (esp + 16) & M32  # the kernel's ESP before the processor's frame
         thread, base = view.frame_base(interrupted)
+        if thread in self._faulted:
+            return None  # under the fault's handling: not the frame's return
+        if self._rebuilding.get(thread) and interrupted > base:
+            return None  # the fixup rebuilding the abandoned frame was interrupted
         if self._built.get(thread) and interrupted > base:
             self.nesting[cpu.index] += 1
             return self._violation("nesting", cpu, (
@@ -383,7 +434,10 @@ class Checker:
     def _enter_kernel(self, cpu: Any, eip_before: int) -> None:
         view = self.view
         self._returned[cpu.index] = None  # no user instruction saw that return
-        self._built[view.thread_info(cpu.index)] = False  # its user frame is being built
+        thread = view.thread_info(cpu.index)
+        self._built[thread] = False  # its user frame is being built
+        for state in (self._faulted, self._rebuilding, self._held):
+            state.pop(thread, None)
         state = self._user[cpu.index]
         if state is None:
             return

@@ -51,6 +51,8 @@ PT_REGS_SIZE = 0x3C
 FAILURE_COUNTERS = ("kernel_oopses", "checks_failed")
 #: The vector of the console's interrupt (IRQ 1): ^C, SIGINT to the running task.
 CONSOLE_VECTOR = 0x21
+#: The exceptions for which the processor pushes an error code (SDM Vol.3A §6.13).
+ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
 REGISTER_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 
 
@@ -80,6 +82,15 @@ class KernelView:
         #: where signal work is handled, on the pt_regs its first argument (EAX) names
         self.do_notify_resume = self.symbols["do_notify_resume"]
         self.failure_counters = tuple(self.symbols[name] for name in FAILURE_COUNTERS)
+        #: the entry of each processor exception -> whether the processor pushed an error
+        #: code (read from the kernel's own IDT table: where a delivered fault lands)
+        self.exception_entries = self._exception_entries()
+        #: the entry stubs of the external vectors (entry.S ``interrupt``: each pushes
+        #: ~vector and joins common_interrupt): where a delivered interrupt lands
+        table = self.symbols["interrupt"]
+        first = self.symbols["FIRST_EXTERNAL_VECTOR"]
+        self.interrupt_stubs = frozenset(
+            self.read32(table + 4 * i) for i in range(self.symbols["NR_VECTORS"] - first))
         self.system_call = self.symbols["system_call"]
         self.sysenter_entry = self.symbols["sysenter_entry"]
         self.sysenter_return = build.vsyscall.symbols["SYSENTER_RETURN"]
@@ -93,6 +104,18 @@ class KernelView:
         self.try_sites, self.release_sites, self.spin_waits = self._spinlock_sites()
         self.spin_wait_at = {eip: wait for wait in self.spin_waits
                              for eip in range(wait.start, wait.end)}
+
+    def _exception_entries(self) -> dict[int, bool]:
+        """The handlers of vectors 0-19 in the kernel's ``exception_table`` (entry.S:
+        handler, gate bits; the task gate of #DF has none), with whether the vector
+        pushes an error code (8, 10-14 and 17: SDM Vol.3A §6.13, Table 6-1)."""
+        table = self.symbols["exception_table"]
+        entries = {}
+        for vector in range(20):
+            handler = self.read32(table + 8 * vector)
+            if handler:
+                entries[handler] = vector in ERROR_CODE_VECTORS
+        return entries
 
     # -- memory ---------------------------------------------------------------------------
     def read32(self, address: int) -> int:

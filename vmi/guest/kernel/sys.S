@@ -129,8 +129,20 @@ ENTRY send_signal
 # 3 read_exec_only, 4 limit_in_pages, 5 seg_not_present, 6 useable). Every
 # entry is DPL 3. This kernel has one LDT, shared by all tasks, and refuses
 # non-present entries and conforming code, so that a selector ldt_ss
-# returns to can always be loaded by the IRET (which then cannot fault on
-# the espfix stack).
+# returns to through the espfix stack is a present 16-bit data segment.
+#
+# As 2.6.16's write_ldt ("Allow LDTs to be cleared by the user"): base 0 and
+# limit 0 with func 1 (oldmode), or with the flags of LDT_empty (0x28:
+# read_exec_only and seg_not_present, nothing else), clear the entry to
+# zeros. A task may clear the entry its own saved SS or CS names: the IRET
+# that returns it to user mode then refuses the frame (#GP(selector): a null
+# descriptor is no data segment, SDM Vol.3A §5.10.1, Vol.2 IRET) and the
+# exception table sends the fault to iret_exc, which kills the task with
+# SIGSEGV (the `badseg` program). A cleared entry fails ldt_ss's `lar`, so
+# such a return never goes through the espfix stack; only another CPU
+# clearing it between that `lar` and the IRET could make the espfix IRET
+# fault (2.6.16 unwinds the espfix stack in error_code for that; this kernel
+# does not, and its workloads never clear an entry another task's SS uses).
 ENTRY sys_modify_ldt
 	pushl %ebx
 	pushl %edi
@@ -154,6 +166,19 @@ ENTRY sys_modify_ldt
 	cmpl $LDT_ENTRIES, %edi
 	jae 8f
 	movl 12(%esp), %ebx		# flags
+	movl 4(%esp), %eax		# base_addr 0 and limit 0: a clear?
+	orl 8(%esp), %eax
+	jnz 6f
+	cmpl $1, 28(%esp)		# oldmode
+	je 7f
+	cmpl $0x28, %ebx		# LDT_empty
+	jne 6f
+7:	xorl %eax, %eax			# clear: both words zero
+	movl %eax, ldt_table(,%edi,8)
+	movl %eax, ldt_table+4(,%edi,8)
+	lock incl ldt_writes
+	jmp 9f
+6:
 	testl $0x20, %ebx		# seg_not_present
 	jnz 8f
 	movl %ebx, %eax
