@@ -67,9 +67,9 @@ def both(make, run) -> tuple[tuple, tuple, list[int]]:
     built: list[int] = []
     original = blocks.build
 
-    def spy(entries, starts):
+    def spy(entries, starts, *rest):
         built.append(len(entries))
-        return original(entries, starts)
+        return original(entries, starts, *rest)
 
     blocks.build = spy
     try:

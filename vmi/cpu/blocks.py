@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tokenize
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,8 @@ from attrs import frozen
 
 from vmi.cpu.codegen import maker
 
+#: Whether blocks keep general registers and lazy flags in locals (``localise``).
+LOCALS = True
 #: At most this many instructions in one block.
 MAX_LENGTH = 32
 #: ``VMI_BLOCKS=0`` (or off/no/false) turns fusion off for new CPUs; each CPU's
@@ -190,44 +193,172 @@ def _analyse(source: str, execute: Any) -> Shape | None:
                  bool(attrs & MEMORY), bool(attrs & STORES))
 
 
-def block_source(shapes: list[Shape]) -> str:
+#: Marks, in a composed body, where a block returns early (the registers kept in
+#: locals are written back there).
+_EXIT = "\x01exit"
+_ALIAS = re.compile(r"^(\s*)(\w+) = cpu\.r$")
+
+
+def block_source(shapes: list[Shape], values: dict[str, Any] | None = None,
+                 clock: bool = True) -> str:
     """The maker source of a block of ``shapes``: parameters are every instruction's
     constants (renamed with the instruction's index) and then, per instruction,
-    ``_next_k`` (the EIP after it) and ``_pre_k`` (cycles of the instructions before it)."""
+    ``_next_k`` (the EIP after it) and ``_pre_k`` (cycles of the instructions before it).
+
+    With ``values`` (each parameter's value), the general registers the block
+    names by a constant index and the lazy flags are kept in locals (``R0``..``R7``,
+    ``LF``): loaded on entry, written back at the end, before the early return
+    after a store to code and when anything propagates out (see ``localise``).
+    Blocks whose bodies reach the registers in any other way stay as they are.
+    With ``clock`` false (no device window can read the clock), the cycle count
+    is not written before memory accesses. The memory accessors are read once,
+    into locals (only an instruction that ends a block can change them)."""
     params: list[str] = []
-    out = ["    def execute(cpu):", "        k = 0"]
+    body: list[str] = []
     last = len(shapes) - 1
-    if any(s.memory for s in shapes[1:]):
+    pad = " " * 12
+    for k, shape in enumerate(shapes):
+        params += [f"{p}_{k}" for p in shape.params]
+        params += [f"_next_{k}", f"_pre_{k}"]
+        if k:
+            body.append(f"{pad}k = {k}")
+        if k == last:
+            body.append(f"{pad}cpu.eip = _next_{k}")
+        if shape.memory and k and clock:
+            body.append(f"{pad}cpu.cycles = c0 + _pre_{k}")
+        body += [pad + line.replace("\0", str(k)) for line in shape.lines]
+        if shape.stores and k != last:
+            body += [f"{pad}if cpu.code_generation != g:",
+                     f"{pad}    cpu.eip = _next_{k}",
+                     f"{pad}    {_EXIT}",
+                     f"{pad}    return {k + 1}"]
+    local = localise(body, values) if values is not None else None
+    loads: list[str] = []
+    stores: list[str] = []
+    if local is not None:
+        body, read, written, flags = local
+        loads = [f"R{i} = r[{i}]" for i in sorted(read | written)]
+        stores = [f"r[{i}] = R{i}" for i in sorted(written)]
+        if loads:
+            loads.insert(0, "r = cpu.r")
+            if stores:
+                stores.insert(0, "r = cpu.r")
+        if flags:
+            loads.append("LF = cpu.lf")
+            stores.append("cpu.lf = LF")
+    out = ["    def execute(cpu):", "        k = 0"]
+    out += ["        " + line for line in loads]
+    for accessor in sorted(MEMORY):
+        if any(f"cpu.{accessor}(" in line for line in body):
+            out.append(f"        _{accessor} = cpu.{accessor}")
+            body = [line.replace(f"cpu.{accessor}(", f"_{accessor}(") for line in body]
+    if clock and any(s.memory for s in shapes[1:]):
         out.append("        c0 = cpu.cycles")
     if any(s.stores for s in shapes[:last]):
         out.append("        g = cpu.code_generation")
     out.append("        try:")
-    for k, shape in enumerate(shapes):
-        params += [f"{p}_{k}" for p in shape.params]
-        params += [f"_next_{k}", f"_pre_{k}"]
-        pad = " " * 12
-        if k:
-            out.append(f"{pad}k = {k}")
-        if k == last:
-            out.append(f"{pad}cpu.eip = _next_{k}")
-        if shape.memory and k:
-            out.append(f"{pad}cpu.cycles = c0 + _pre_{k}")
-        out += [pad + line.replace("\0", str(k)) for line in shape.lines]
-        if shape.stores and k != last:
-            out += [f"{pad}if cpu.code_generation != g:",
-                    f"{pad}    cpu.eip = _next_{k}",
-                    f"{pad}    return {k + 1}"]
+    for line in body:
+        if line.endswith(_EXIT):
+            indent = line[:len(line) - len(_EXIT)]
+            out += [indent + store for store in stores]
+        else:
+            out.append(line)
+    out += [pad + store for store in stores]
     out += ["        except BaseException:",
+            *("            " + store for store in stores),
             "            cpu.block_index = k",
             "            raise",
             "    return execute", ""]
     return f"def _make({', '.join(params)}):\n" + "\n".join(out)
 
 
-def build(entries: list[tuple[Any, int, int]], starts: list[int]) -> Block:
+def localise(body: list[str], values: dict[str, Any],
+             ) -> tuple[list[str], set[int], set[int], bool] | None:
+    """``body`` with every ``r[i]`` (``r`` an alias of ``cpu.r``, ``i`` a constant
+    register number or a parameter holding one) and ``cpu.r[i]`` read and written as
+    the local ``Ri``, and ``cpu.lf`` as ``LF``; with the registers read and written
+    and whether the flags were touched. None when a body uses ``cpu.r`` or an
+    alias of it in any other way (an index computed at run time, the list handed
+    on) or returns early: such a block keeps the registers in ``cpu.r``."""
+    aliases: set[str] = set()
+    lines = list(body)
+    for n, line in enumerate(lines):
+        match = _ALIAS.match(line)
+        if match:
+            aliases.add(match.group(2))
+            lines[n] = f"{match.group(1)}pass"
+    text = "\n".join(lines) + "\n"
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+                  if t.type not in _LAYOUT]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+    edits: list[tuple[int, int, int, str]] = []
+    read: set[int] = set()
+    written: set[int] = set()
+    flags = False
+
+    def index(token: tokenize.TokenInfo) -> int | None:
+        if token.type == tokenize.NUMBER:
+            try:
+                value: Any = int(token.string, 0)
+            except ValueError:
+                return None
+        elif token.type == tokenize.NAME and token.string in values:
+            value = values[token.string]
+        else:
+            return None
+        return value if type(value) is int and 0 <= value < 8 else None
+
+    tokens += [tokenize.TokenInfo(tokenize.ENDMARKER, "", (0, 0), (0, 0), "")] * 6
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        after_dot = i > 0 and tokens[i - 1].string == "."
+        if token.type != tokenize.NAME or after_dot:
+            i += 1
+            continue
+        name = token.string
+        if name == "return" and not tokens[i + 1].string.isdigit():
+            return None  # a body's own return would skip the write-back
+        if name == "cpu" and tokens[i + 2].string in ("r", "lf") and tokens[i + 1].string == ".":
+            if tokens[i + 2].string == "lf":
+                edits.append((token.start[0], token.start[1], tokens[i + 2].end[1], "LF"))
+                flags = True
+                i += 3
+                continue
+            subscript = tokens[i + 3:i + 6]
+        elif name in aliases:
+            subscript = tokens[i + 1:i + 4]
+        else:
+            i += 1
+            continue
+        if len(subscript) < 3 or subscript[0].string != "[" or subscript[2].string != "]":
+            return None
+        register = index(subscript[1])
+        if register is None or subscript[2].start[0] != token.start[0]:
+            return None
+        edits.append((token.start[0], token.start[1], subscript[2].end[1], f"R{register}"))
+        following = tokens[i + (6 if name == "cpu" else 4)]
+        if following.type == tokenize.OP and following.string.endswith("=") \
+                and following.string not in ("==", "<=", ">=", "!="):
+            written.add(register)
+        else:
+            read.add(register)
+        i += 6 if name == "cpu" else 4
+    out = text.rstrip("\n").split("\n")
+    for row, start, stop, replacement in sorted(edits, reverse=True):
+        line = out[row - 1]
+        out[row - 1] = line[:start] + replacement + line[stop:]
+    return out, read, written, flags
+
+
+def build(entries: list[tuple[Any, int, int]], starts: list[int], clock: bool = True,
+          ) -> Block:
     """The block fusing ``entries`` (the icache's (execute, next EIP, cycles) of
-    each instruction, in order, starting at ``starts``)."""
-    key = tuple(entry[0] for entry in entries) + tuple(starts)
+    each instruction, in order, starting at ``starts``); ``clock``: whether a
+    device window may read the cycle count during its memory accesses."""
+    key = (*(entry[0] for entry in entries), *starts, clock)
     block = BLOCKS.get(key)
     if block is not None:
         return block
@@ -239,7 +370,11 @@ def build(entries: list[tuple[Any, int, int]], starts: list[int]) -> Block:
     for k, entry in enumerate(entries):
         constants += list(entry[0].constants)
         constants += [entry[1], prefix[k]]
-    source = block_source(shapes)  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for k, (entry, shape) in enumerate(zip(entries, shapes, strict=True)):
+        values.update({f"{p}_{k}": v for p, v in zip(shape.params,  # type: ignore[union-attr]
+                                                      entry[0].constants, strict=True)})
+    source = block_source(shapes, values if LOCALS else None, clock)  # type: ignore[arg-type]
     execute = maker(source, filename="<vmi.cpu.blocks>")(*constants)
     execute.source = source
     execute.constants = tuple(constants)

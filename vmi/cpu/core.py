@@ -74,7 +74,7 @@ class CPU:
         "code_bits", "stack_bits", "mem", "icache", "cycles", "instructions", "halted", "msr",
         "platform", "io", "seg_attr", "shadow", "gdtr", "idtr", "ldtr", "tr", "dr", "tlb",
         "batch_ended", "faulted", "icaches", "accessor_cache", "rep_start", "rep_room", "rep_limit",
-        "rep_extra", "rep_bulk", "fuse", "block_index", "code_generation",
+        "rep_extra", "rep_bulk", "fuse", "block_index", "code_generation", "block_devices",
         "rd8", "rd16", "rd32", "wr8", "wr16", "wr32", "regs", "index",
         "__weakref__",
     )
@@ -138,6 +138,9 @@ class CPU:
         #: Bumped whenever decoded code is forgotten (a store hit a code page): a
         #: block checks it after each store and stops before running stale code.
         self.code_generation = 0
+        #: The device windows of memory when this CPU's blocks were built: blocks
+        #: write the cycle count before memory accesses only when there are some.
+        self.block_devices = memory.mmio
         self.regs = Registers(self)
         memory.code_listeners.append(self.forget_code)
         self.mode_changed()
@@ -427,6 +430,9 @@ class CPU:
         ``limit``); otherwise, or where no block starts, one instruction runs as
         in the per-instruction loop. The result is the same state, instruction
         for instruction."""
+        if self.mem.mmio is not self.block_devices:  # a device mapped: rebuild
+            self.block_devices = self.mem.mmio
+            self.forget_code()
         retired = 0
         eip = self.eip
         cycles = 0
@@ -515,7 +521,8 @@ class CPU:
             if not shape.inside:
                 break
             at = entry[1]
-        block = blocks.build(entries, starts) if len(entries) >= 2 else NO_BLOCK
+        block = (blocks.build(entries, starts, bool(self.mem.mmio)) if len(entries) >= 2
+                 else NO_BLOCK)
         cache[eip + BLOCK] = block
         return block
 
