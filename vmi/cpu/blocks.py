@@ -73,6 +73,8 @@ from vmi.cpu.codegen import maker
 
 #: Whether blocks keep general registers and lazy flags in locals (``localise``).
 LOCALS = True
+#: A block is built at an EIP reached this many times (see ``CPU._run_blocks``).
+HOT = 8
 #: At most this many instructions in one block.
 MAX_LENGTH = 32
 #: ``VMI_BLOCKS=0`` (or off/no/false) turns fusion off for new CPUs; each CPU's
@@ -94,10 +96,21 @@ def enabled_by_default() -> bool:
 
 @frozen
 class Shape:
-    """What the block compiler needs to know about one instruction's maker source."""
+    """What the block compiler needs to know about one instruction's maker source.
+
+    ``lines`` is the body with every local and parameter renamed apart (``a``
+    becomes ``a_\\0``; ``\\0`` stands for the instruction's index in the block).
+    ``local`` is the same body with the registers in locals: ``r[i]`` and
+    ``cpu.r[i]`` read and written as ``Ri`` (an index that is a parameter left as
+    ``\\x02name\\x03``, resolved when the block is built from the parameter's
+    value) and ``cpu.lf`` as ``LF``; None when the body reaches the registers in
+    any other way or returns early."""
 
     params: tuple[str, ...]  # the maker's parameters (the instruction's constants)
-    lines: tuple[str, ...]  # the body, dedented, every local and parameter ending in "_{k}"
+    lines: tuple[str, ...]
+    local: tuple[str, ...] | None
+    registers: tuple[tuple[str, bool], ...]  # (index or parameter, written?) in ``local``
+    flags: bool  # ``local`` uses ``LF``
     inside: bool  # may stand before the last instruction of a block
     last: bool  # may end a block
     memory: bool  # reads or writes memory
@@ -124,6 +137,9 @@ _SHAPES: dict[str, Shape | None] = {}
 _LAYOUT = frozenset({tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT,
                      tokenize.DEDENT, tokenize.ENDMARKER})
 _FSTRING_START = getattr(tokenize, "FSTRING_START", -1)  # Python 3.12 and later
+_ASSIGN = frozenset({"=", "+=", "-=", "*=", "//=", "%=", "&=", "|=", "^=", "<<=", ">>=", "**="})
+_DIGITS = frozenset("01234567")
+_END = tokenize.TokenInfo(tokenize.ENDMARKER, "", (0, 0), (0, 0), "")
 #: Blocks built in this process, keyed by the instruction closures they fuse.
 BLOCKS: dict[tuple[Any, ...], Block] = {}
 BLOCKS_LIMIT = 50_000
@@ -145,58 +161,117 @@ def shape_of(execute: Any) -> Shape | None:
 def _analyse(source: str, execute: Any) -> Shape | None:
     lines = source.split("\n")
     header = lines[0]
-    if not header.startswith("def _make(") or lines[1] != "    def execute(cpu):":
+    if not header.startswith("def _make(") or len(lines) < 3 \
+            or lines[1] != "    def execute(cpu):" or "    return execute" not in lines:
         return None
     inner = header[len("def _make("):header.rindex(")")]
     params = tuple(p.strip() for p in inner.split(",") if p.strip())
     end = lines.index("    return execute")
-    body = "\n".join(line[8:] for line in lines[2:end]) + "\n"
+    body = [line[8:] for line in lines[2:end]]
     code = execute.__code__
     if code.co_cellvars:
         return None  # a nested function in the body: keep it whole
     rename = (set(code.co_varnames) | set(params)) - {"cpu"}
-    attrs: set[str] = set()
-    uses_return = False
-    edits: list[tuple[int, int, int, str]] = []
+    aliases = {line.split(" = ")[0] for line in body if line.endswith(" = cpu.r")
+               and line.split(" = ")[0].isidentifier()}
     try:
-        tokens = [t for t in tokenize.generate_tokens(io.StringIO(body).readline)
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO("\n".join(body) + "\n").readline)
                   if t.type not in _LAYOUT]
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return None
-    for i, token in enumerate(tokens):
+    tokens += [_END] * 6
+    attrs: set[str] = set()
+    uses_return = False
+    localisable = True
+    flags = False
+    renames: list[tuple[int, int, int, str]] = []  # (row, start, stop, text)
+    local: list[tuple[int, int, int, str]] = []
+    registers: list[tuple[str, bool]] = []
+    i = 0
+    while i < len(tokens) and tokens[i] is not _END:
+        token = tokens[i]
         text = token.string
-        prefix = text[:len(text) - len(text.lstrip("bBfFrRuU"))]
-        if token.type == tokenize.STRING and "f" in prefix.lower():
-            return None  # a name inside an f-string would escape the renaming
-        if token.type == _FSTRING_START:
+        step = 1
+        if token.type == tokenize.STRING:
+            prefix = text[:len(text) - len(text.lstrip("bBfFrRuU"))]
+            if "f" in prefix.lower():
+                return None  # a name inside an f-string would escape the renaming
+        elif token.type == _FSTRING_START:
             return None
-        if token.type != tokenize.NAME:
-            continue
-        after_dot = i > 0 and tokens[i - 1].string == "."
-        if after_dot:
-            if tokens[i - 2].string == "cpu" and (i < 3 or tokens[i - 3].string != "."):
-                attrs.add(text)
-        elif text == "return":
-            uses_return = True
-        elif text == "cpu":
-            if i + 1 >= len(tokens) or tokens[i + 1].string != ".":
-                attrs.add("<cpu handed on>")  # a helper given the processor: not fused
-        elif text in rename:
-            edits.append((token.start[0], token.start[1], token.end[1], text))
-    body_lines = body.rstrip("\n").split("\n")
-    for row, start, stop, name in sorted(edits, reverse=True):
-        line = body_lines[row - 1]
-        body_lines[row - 1] = f"{line[:start]}{name}_\0{line[stop:]}"
+        elif token.type == tokenize.NAME and tokens[i - 1].string != "." if i else \
+                token.type == tokenize.NAME:
+            row, start = token.start
+            subscript = None
+            if text == "return":
+                uses_return = True
+            elif text == "cpu":
+                if tokens[i + 1].string != ".":
+                    attrs.add("<cpu handed on>")  # a helper given the processor
+                else:
+                    attrs.add(tokens[i + 2].string)
+                    if tokens[i + 2].string == "lf":
+                        local.append((row, start, tokens[i + 2].end[1], "LF"))
+                        flags = True
+                        step = 3
+                    elif tokens[i + 2].string == "r":
+                        subscript = (tokens[i + 3:i + 6], i + 6)
+            elif text in aliases:
+                subscript = (tokens[i + 1:i + 4], i + 4)
+            if subscript is not None:
+                (opening, index, closing), after = subscript
+                if opening.string != "[" or closing.string != "]" \
+                        or closing.start[0] != row or not (
+                            index.type == tokenize.NUMBER and index.string in _DIGITS
+                            or index.string in params):
+                    if not (text in aliases and tokens[i + 1].string == "="
+                            and tokens[i + 2].string == "cpu"):
+                        localisable = False  # the list itself: handed on, indexed at run time
+                    else:  # ``r = cpu.r``: the alias goes
+                        local.append((row, start, tokens[i + 4].end[1], "pass"))
+                        renames.append((row, token.start[1], token.end[1], text))
+                        step = 5
+                else:
+                    written = tokens[after].string in _ASSIGN
+                    name = index.string if index.type == tokenize.NAME else index.string
+                    local.append((row, start, closing.end[1],
+                                  f"R{name}" if index.type == tokenize.NUMBER
+                                  else f"\x02{name}\x03"))
+                    registers.append((name, written))
+                    if text in rename:
+                        renames.append((row, start, token.end[1], text))
+                    if index.type == tokenize.NAME and index.string in rename:
+                        renames.append((row, index.start[1], index.end[1], index.string))
+                    step = after - i
+            if text in rename and step == 1:
+                renames.append((row, start, token.end[1], text))
+        i += step
+    attrs.discard("")
+    plain = _apply(body, [(row, a, b, f"{name}_\0") for row, a, b, name in renames])
+    local_lines = None
+    if localisable and not uses_return:
+        spans = [(row, a, b) for row, a, b, _ in local]
+        kept = [(row, a, b, f"{name}_\0") for row, a, b, name in renames
+                if not any(r == row and s <= a and b <= e for r, s, e in spans)]
+        local_lines = tuple(_apply(body, local + kept))
     inside = attrs <= INSIDE and not uses_return
     last = attrs <= LAST
-    return Shape(params, tuple(body_lines), inside, last,
+    return Shape(params, tuple(plain), local_lines, tuple(registers), flags, inside, last,
                  bool(attrs & MEMORY), bool(attrs & STORES))
+
+
+def _apply(body: list[str], edits: list[tuple[int, int, int, str]]) -> list[str]:
+    """``body`` with each (row, start, stop, text) span replaced (spans do not overlap)."""
+    out = list(body)
+    for row, start, stop, text in sorted(edits, reverse=True):
+        line = out[row - 1]
+        out[row - 1] = line[:start] + text + line[stop:]
+    return out
 
 
 #: Marks, in a composed body, where a block returns early (the registers kept in
 #: locals are written back there).
 _EXIT = "\x01exit"
-_ALIAS = re.compile(r"^(\s*)(\w+) = cpu\.r$")
+_PARAMETER = re.compile("\x02(\\w+)\x03")
 
 
 def block_source(shapes: list[Shape], values: dict[str, Any] | None = None,
@@ -205,14 +280,26 @@ def block_source(shapes: list[Shape], values: dict[str, Any] | None = None,
     constants (renamed with the instruction's index) and then, per instruction,
     ``_next_k`` (the EIP after it) and ``_pre_k`` (cycles of the instructions before it).
 
-    With ``values`` (each parameter's value), the general registers the block
-    names by a constant index and the lazy flags are kept in locals (``R0``..``R7``,
+    With ``values`` (each parameter's value) and every shape localisable, the
+    general registers and the lazy flags are kept in locals (``R0``..``R7``,
     ``LF``): loaded on entry, written back at the end, before the early return
-    after a store to code and when anything propagates out (see ``localise``).
-    Blocks whose bodies reach the registers in any other way stay as they are.
-    With ``clock`` false (no device window can read the clock), the cycle count
-    is not written before memory accesses. The memory accessors are read once,
-    into locals (only an instruction that ends a block can change them)."""
+    after a store to code and when anything propagates out. With ``clock`` false
+    (no device window can read the clock) the cycle count is not written before
+    memory accesses. The memory accessors are read once, into locals (only an
+    instruction that ends a block can change them)."""
+    registers: set[int] = set()
+    written: set[int] = set()
+    local = values is not None and all(s.local is not None for s in shapes)
+    if local:
+        for k, shape in enumerate(shapes):
+            for name, _writes in shape.registers:
+                value = int(name) if name.isdigit() else values.get(f"{name}_{k}")  # type: ignore[union-attr]
+                if type(value) is not int or not 0 <= value < 8:
+                    local = False
+                    break
+                registers.add(value)
+                written.add(value)  # (every one: a write may hide in a tuple assignment)
+    flags = local and any(s.flags for s in shapes)
     params: list[str] = []
     body: list[str] = []
     last = len(shapes) - 1
@@ -226,23 +313,26 @@ def block_source(shapes: list[Shape], values: dict[str, Any] | None = None,
             body.append(f"{pad}cpu.eip = _next_{k}")
         if shape.memory and k and clock:
             body.append(f"{pad}cpu.cycles = c0 + _pre_{k}")
-        body += [pad + line.replace("\0", str(k)) for line in shape.lines]
+        suffix = str(k)
+        if local:
+            for line in shape.local:  # type: ignore[union-attr]
+                line = _PARAMETER.sub(lambda m, k=k: f"R{values[f'{m.group(1)}_{k}']}",  # type: ignore[index]
+                                      line)
+                body.append(pad + line.replace("\0", suffix))
+        else:
+            body += [pad + line.replace("\0", suffix) for line in shape.lines]
         if shape.stores and k != last:
             body += [f"{pad}if cpu.code_generation != g:",
                      f"{pad}    cpu.eip = _next_{k}",
                      f"{pad}    {_EXIT}",
                      f"{pad}    return {k + 1}"]
-    local = localise(body, values) if values is not None else None
     loads: list[str] = []
     stores: list[str] = []
-    if local is not None:
-        body, read, written, flags = local
-        loads = [f"R{i} = r[{i}]" for i in sorted(read | written)]
-        stores = [f"r[{i}] = R{i}" for i in sorted(written)]
-        if loads:
-            loads.insert(0, "r = cpu.r")
-            if stores:
-                stores.insert(0, "r = cpu.r")
+    if local:
+        if registers:
+            loads = ["r = cpu.r", *(f"R{i} = r[{i}]" for i in sorted(registers))]
+        if written:
+            stores = ["r = cpu.r", *(f"r[{i}] = R{i}" for i in sorted(written))]
         if flags:
             loads.append("LF = cpu.lf")
             stores.append("cpu.lf = LF")
@@ -270,87 +360,6 @@ def block_source(shapes: list[Shape], values: dict[str, Any] | None = None,
             "            raise",
             "    return execute", ""]
     return f"def _make({', '.join(params)}):\n" + "\n".join(out)
-
-
-def localise(body: list[str], values: dict[str, Any],
-             ) -> tuple[list[str], set[int], set[int], bool] | None:
-    """``body`` with every ``r[i]`` (``r`` an alias of ``cpu.r``, ``i`` a constant
-    register number or a parameter holding one) and ``cpu.r[i]`` read and written as
-    the local ``Ri``, and ``cpu.lf`` as ``LF``; with the registers read and written
-    and whether the flags were touched. None when a body uses ``cpu.r`` or an
-    alias of it in any other way (an index computed at run time, the list handed
-    on) or returns early: such a block keeps the registers in ``cpu.r``."""
-    aliases: set[str] = set()
-    lines = list(body)
-    for n, line in enumerate(lines):
-        match = _ALIAS.match(line)
-        if match:
-            aliases.add(match.group(2))
-            lines[n] = f"{match.group(1)}pass"
-    text = "\n".join(lines) + "\n"
-    try:
-        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
-                  if t.type not in _LAYOUT]
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        return None
-    edits: list[tuple[int, int, int, str]] = []
-    read: set[int] = set()
-    written: set[int] = set()
-    flags = False
-
-    def index(token: tokenize.TokenInfo) -> int | None:
-        if token.type == tokenize.NUMBER:
-            try:
-                value: Any = int(token.string, 0)
-            except ValueError:
-                return None
-        elif token.type == tokenize.NAME and token.string in values:
-            value = values[token.string]
-        else:
-            return None
-        return value if type(value) is int and 0 <= value < 8 else None
-
-    tokens += [tokenize.TokenInfo(tokenize.ENDMARKER, "", (0, 0), (0, 0), "")] * 6
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        after_dot = i > 0 and tokens[i - 1].string == "."
-        if token.type != tokenize.NAME or after_dot:
-            i += 1
-            continue
-        name = token.string
-        if name == "return" and not tokens[i + 1].string.isdigit():
-            return None  # a body's own return would skip the write-back
-        if name == "cpu" and tokens[i + 2].string in ("r", "lf") and tokens[i + 1].string == ".":
-            if tokens[i + 2].string == "lf":
-                edits.append((token.start[0], token.start[1], tokens[i + 2].end[1], "LF"))
-                flags = True
-                i += 3
-                continue
-            subscript = tokens[i + 3:i + 6]
-        elif name in aliases:
-            subscript = tokens[i + 1:i + 4]
-        else:
-            i += 1
-            continue
-        if len(subscript) < 3 or subscript[0].string != "[" or subscript[2].string != "]":
-            return None
-        register = index(subscript[1])
-        if register is None or subscript[2].start[0] != token.start[0]:
-            return None
-        edits.append((token.start[0], token.start[1], subscript[2].end[1], f"R{register}"))
-        following = tokens[i + (6 if name == "cpu" else 4)]
-        if following.type == tokenize.OP and following.string.endswith("=") \
-                and following.string not in ("==", "<=", ">=", "!="):
-            written.add(register)
-        else:
-            read.add(register)
-        i += 6 if name == "cpu" else 4
-    out = text.rstrip("\n").split("\n")
-    for row, start, stop, replacement in sorted(edits, reverse=True):
-        line = out[row - 1]
-        out[row - 1] = line[:start] + replacement + line[stop:]
-    return out, read, written, flags
 
 
 def build(entries: list[tuple[Any, int, int]], starts: list[int], clock: bool = True,

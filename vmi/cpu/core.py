@@ -45,9 +45,11 @@ NO_LIMIT = 1 << 62
 BLOCK = 1 << 32
 #: Kept for an EIP where no block of two instructions or more starts.
 NO_BLOCK = False
-#: Kept for an EIP run once: a block is built there the second time (code run
-#: once, as most of a boot is, does not pay for compiling a block).
+#: Kept for an EIP reached before: a block is built there once it has been
+#: reached ``blocks.HOT`` times (code run a few times, as most of a boot is,
+#: does not pay for building a block); the counts are kept under ``HEAT``.
 SEEN = 0
+HEAT = "heat"
 #: The key in each decoded-code cache under which it keeps the linear page ->
 #: physical page map of the code it decoded (never an EIP: EIPs are ints).
 PAGES = "pages"
@@ -447,8 +449,15 @@ class CPU:
                 if not block:
                     if block is None:  # first time here: one instruction
                         cache[eip + BLOCK] = SEEN
-                    elif block is SEEN:  # again: worth a block
-                        block = self._block_at(eip)
+                    elif block is SEEN:  # again: a block once it is hot
+                        heat = cache.get(HEAT)
+                        if heat is None:
+                            heat = cache[HEAT] = {}
+                        count = heat.get(eip, 1) + 1
+                        if count >= blocks.HOT:
+                            block = self._block_at(eip)
+                        else:
+                            heat[eip] = count
                 if block:
                     if retired + block.length > max_steps \
                             or (start := self.cycles) + block.before_last >= limit:
