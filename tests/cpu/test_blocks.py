@@ -35,6 +35,12 @@ SMC_LOOP = (bytes.fromhex("880f" "90" "90" "90" "90") + bytes.fromhex("b81000000
             + bytes.fromhex("01c3" "49" "75eb" "f4"))
 
 
+@pytest.fixture(autouse=True)
+def hot_at_the_second_visit(monkeypatch):
+    """Build a block the second time its EIP is reached, so short loops use blocks."""
+    monkeypatch.setattr(blocks, "HOT", 2)
+
+
 def flat(code: bytes, **registers: int) -> CPU:
     cpu = CPU.flat(Memory(1 << 20))
     cpu.mem.load(CODE, code)
@@ -141,6 +147,15 @@ def test_fusion_off_by_environment(monkeypatch):
     assert not CPU.flat().fuse
     monkeypatch.setenv(blocks.ENV, "1")
     assert CPU.flat().fuse
+
+
+def test_a_block_is_built_where_code_is_hot(monkeypatch):
+    monkeypatch.setattr(blocks, "HOT", 5)
+    cpu = flat(FAULT_LOOP, ecx=10)
+    cpu.run(6 * 4)  # four passes: not yet hot
+    assert not cpu.icache.get(CODE + BLOCK)
+    cpu.run(6)
+    assert isinstance(cpu.icache[CODE + BLOCK], blocks.Block)
 
 
 def test_a_block_is_kept_under_its_eip_and_cut_at_the_branch():
