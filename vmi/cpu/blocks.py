@@ -17,7 +17,7 @@ has no ``return`` (it would leave the block) and touches no ``rep_*`` field (the
 bulk string forms depend on being first in a batch). The last instruction may
 also write ``cpu.eip`` and ``return``: it is the branch (jmp, jcc, call, ret,
 loop) that ends the block. Anything else ends the block *before* it and runs
-as a single instruction, as today. A block never extends past the page it
+as a single instruction, as before. A block never extends past the page it
 starts on (no lookahead translates or marks a page the code has not reached:
 an instruction may start at most 15 bytes before the page's end), and it holds
 ``MAX_LENGTH`` instructions at most.
@@ -27,22 +27,30 @@ it can be observed:
 
 * EIP: set to the next instruction before the last body (which may overwrite
   it), as the run loop does; the bodies before it never read it;
-* cycles: written (the block's starting count plus the cycles of the
-  instructions before) before every instruction that reads or writes memory, so
-  a device window (the local APIC's timer) sees the clock a one-by-one run
-  would show it;
+* registers: the general registers a block names by constant indices and the
+  lazy-flags record live in locals (``R0``..``R7``, ``LF``; ``Shape.local``),
+  loaded on entry and written back at the end, at the early return below and
+  when anything propagates out, so every fault and every caller sees them as a
+  one-by-one run leaves them (a block with a body that reaches ``cpu.r`` any
+  other way keeps its registers in ``cpu.r``);
+* cycles: when memory has device windows, written (the block's starting count
+  plus the cycles of the instructions before) before every instruction that
+  reads or writes memory, so a device (the local APIC's timer) sees the clock a
+  one-by-one run would show it;
 * faults, traps and batch ends: the function keeps the index of the running
   instruction in a local and, when anything propagates out of it, stores that
   index in ``cpu.block_index``; the run loop then settles EIP, cycles and the
   retired count as if the instructions before it had retired one by one (see
-  ``CPU._block_exception``);
+  ``CPU._run_blocks`` and ``CPU._settle``);
 * writes to code: every instruction that stores is followed by a check of
   ``cpu.code_generation``, which ``CPU.forget_code`` bumps when a store hits a
   page holding decoded code. When it changed, the block sets EIP to the next
   instruction and returns the number of instructions it retired, so the stale
   rest never runs and the next instruction is decoded from the new bytes.
 
-The run loop enters a block only when all of it fits: the instructions left
+A block is built at an EIP the ``HOT``-th time the run loop reaches it, so code
+run only a few times (most of a boot) does not pay for building one. The run
+loop enters a block only when all of it fits: the instructions left
 to the batch (``max_steps``) and the cycle limit (every instruction but the
 last must leave the count below it; the last may bring it there, as a single
 instruction may). Otherwise, and whenever TF is set or one instruction is asked
@@ -51,7 +59,8 @@ per-instruction closures run as before.
 
 **Caching.** A block's source is the concatenation of its instructions'
 template sources with every parameter and local renamed apart (``a`` of the
-third instruction becomes ``a_2``), and its constants are theirs; it is compiled
+third instruction becomes ``a_2``) and its register numbers written in
+(``R3``), and its constants are theirs; it is compiled
 through ``codegen.maker``, so its code object is kept by the persistent
 translation cache like any shape, and the instructions themselves come from
 their cached recipes. ``BLOCKS`` shares built blocks across the CPUs of a
@@ -74,7 +83,7 @@ from vmi.cpu.codegen import maker
 #: Whether blocks keep general registers and lazy flags in locals (``localise``).
 LOCALS = True
 #: A block is built at an EIP reached this many times (see ``CPU._run_blocks``).
-HOT = 8
+HOT = 64
 #: At most this many instructions in one block.
 MAX_LENGTH = 32
 #: ``VMI_BLOCKS=0`` (or off/no/false) turns fusion off for new CPUs; each CPU's
