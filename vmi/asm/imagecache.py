@@ -390,21 +390,8 @@ class ImageCache:
 
 def read_sealed(path: Path, secret: bytes | None) -> bytes | None:
     """The verified payload of the image file ``path`` (None when there is none):
-    ``Refused`` when someone else could have written it, ``Damaged`` when it fails
-    its digest. Nothing is parsed here."""
-    opened = codecache._open_private(path)
-    if opened is None:
-        return None
-    fd, info = opened
-    with os.fdopen(fd, "rb") as handle:
-        problem = codecache._unsafe(info)
-        if problem:
-            raise Refused(path, problem, "python -m vmi cache --clear")
-        try:
-            data = handle.read()
-        except OSError as error:
-            raise Damaged(f"cannot be read ({error.strerror or error})") from None
-    return codecache.unseal(secret, path.name, data)
+    ``codecache.read_sealed``, the translation files' reader."""
+    return codecache.read_sealed(path, secret)
 
 
 def _image_files(directory: Path) -> list[Path]:

@@ -3,7 +3,7 @@
 The guest's serial port (COM1) is the terminal: its output is printed as it
 comes, and on a terminal what is typed goes to the guest (Ctrl-] leaves).
 ``--type``/``--input`` type text into it instead; ``--until`` stops when the
-console shows a text (after the typed text was read). A summary goes to
+console shows a text (output after the last typing only). A summary goes to
 stderr at the end (``--json``: one JSON object on stdout, the output in it).
 The guest's disk writes stay in memory unless ``--write-disks``.
 """

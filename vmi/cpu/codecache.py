@@ -360,10 +360,11 @@ def unseal(key: bytes | None, name: str, data: bytes) -> bytes:
     return payload
 
 
-def _load_file(path: Path, key: bytes | None) -> Content | None:
-    """The shapes and recipes of the translation file ``path`` (None when there is
-    none): ``Refused`` when someone else could have written it, ``Damaged`` when it
-    fails its check. Nothing is unmarshalled before the digest matches."""
+def read_sealed(path: Path, key: bytes | None) -> bytes | None:
+    """The verified payload of the sealed cache file ``path`` (None when there is
+    none): ``Refused`` when someone else could have written it, ``Damaged`` when
+    it cannot be read or fails its digest. Nothing is parsed here (translation and
+    image files alike)."""
     opened = _open_private(path)
     if opened is None:
         return None
@@ -376,7 +377,16 @@ def _load_file(path: Path, key: bytes | None) -> Content | None:
             data = handle.read()
         except OSError as error:
             raise Damaged(f"cannot be read ({error.strerror or error})") from None
-    payload = unseal(key, path.name, data)
+    return unseal(key, path.name, data)
+
+
+def _load_file(path: Path, key: bytes | None) -> Content | None:
+    """The shapes and recipes of the translation file ``path`` (None when there is
+    none): ``Refused`` when someone else could have written it, ``Damaged`` when it
+    fails its check. Nothing is unmarshalled before the digest matches."""
+    payload = read_sealed(path, key)
+    if payload is None:
+        return None
     try:  # what this user's key signed: only a bug of vmi can fail here
         content = marshal.loads(payload)
         shapes, recipes = content["shapes"], content["recipes"]
